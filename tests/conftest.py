@@ -1,0 +1,39 @@
+"""Shared fixtures: the shared real data, one detector per session."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACEIQA_SHARED", REPO.parent / "shared")).resolve()
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data. Without that folder the test is skipped on a user's
+    machine (a clone on its own), but fails in CI, where it must be present."""
+    p = SHARED.joinpath("data", *parts)
+    if not p.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared test data missing in CI: {p}")
+        pytest.skip(f"shared test data not present: {p} (set FACEIQA_SHARED)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def faces_csv() -> list[dict[str, str]]:
+    with open(shared_path("faces.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from face_iqa.detect import DetectorConfig, build_detector
+
+    return build_detector(DetectorConfig(device="cpu"))

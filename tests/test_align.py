@@ -1,0 +1,154 @@
+import cv2
+import numpy as np
+import pytest
+
+from face_iqa.align import (
+    align_face,
+    crop_box,
+    estimate_similarity,
+    face_template,
+    landmarks_plausible,
+    transform_points,
+)
+from face_iqa.images import load_image
+from tests.conftest import shared_path
+
+
+def _similarity(theta: float, scale: float, tx: float, ty: float) -> np.ndarray:
+    c, s = np.cos(theta) * scale, np.sin(theta) * scale
+    return np.array([[c, -s, tx], [s, c, ty]])
+
+
+@pytest.mark.parametrize(
+    "theta,scale,tx,ty",
+    [
+        (0.0, 1.0, 0.0, 0.0),
+        (0.4, 2.5, 310.0, -40.0),
+        (-1.2, 0.3, 5.5, 99.0),
+        (3.0, 7.0, -200.0, 1000.0),
+    ],
+)
+def test_similarity_recovers_known_transform(theta, scale, tx, ty):
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 500, size=(5, 2))
+    m_true = _similarity(theta, scale, tx, ty)
+    dst = transform_points(src, m_true)
+    m = estimate_similarity(src, dst)
+    assert np.abs(transform_points(src, m) - dst).max() < 0.5
+    np.testing.assert_allclose(m, m_true, atol=1e-3)
+
+
+def test_similarity_least_squares_with_noise():
+    rng = np.random.default_rng(1)
+    tmpl = face_template(224)
+    m_true = _similarity(0.3, 0.5, 20.0, 30.0)
+    src = transform_points(tmpl, cv2.invertAffineTransform(m_true))
+    noisy = src + rng.normal(0, 0.3, src.shape)
+    m = estimate_similarity(noisy, tmpl)
+    # recovered transform maps the noise-free points to within half a pixel
+    assert np.abs(transform_points(src, m) - tmpl).max() < 0.5 / 0.5 + 0.5
+
+
+def test_similarity_never_reflects():
+    tmpl = face_template(112).astype(np.float64)
+    mirrored = tmpl.copy()
+    mirrored[:, 0] = 112 - mirrored[:, 0]  # a mirror image: best fit would be a reflection
+    m = estimate_similarity(mirrored, tmpl)
+    assert np.linalg.det(m[:, :2]) > 0
+
+
+def test_similarity_rejects_degenerate():
+    with pytest.raises(ValueError, match="degenerate"):
+        estimate_similarity(np.ones((5, 2)), face_template(112))
+    with pytest.raises(ValueError, match="NaN"):
+        estimate_similarity(np.full((5, 2), np.nan), face_template(112))
+
+
+def test_align_face_moves_landmarks_onto_template():
+    # draw five bright dots at rotated/scaled landmark positions, warp, find the dots again
+    m_true = _similarity(0.5, 3.0, 400.0, 150.0)
+    lms = transform_points(face_template(112), m_true)
+    img = np.zeros((900, 900, 3), np.uint8)
+    for x, y in lms:
+        cv2.circle(img, (round(float(x)), round(float(y))), 9, (255, 255, 255), -1)
+    crop, m = align_face(img, lms, size=224)
+    assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+    np.testing.assert_allclose(transform_points(lms, m), face_template(224), atol=0.01)
+    for tx, ty in face_template(224):
+        x0, y0 = round(float(tx)), round(float(ty))
+        patch = crop[y0 - 8 : y0 + 9, x0 - 8 : x0 + 9, 0].astype(float)
+        ys, xs = np.nonzero(patch > 127)
+        assert len(xs) > 0
+        assert abs(xs.mean() - 8 + x0 - tx) < 1.0 and abs(ys.mean() - 8 + y0 - ty) < 1.0
+
+
+def test_crop_box_square_and_centred():
+    img = np.zeros((300, 400, 3), np.uint8)
+    img[100:140, 200:260] = 255  # a 60x40 white box
+    crop, m = crop_box(img, np.array([200, 100, 260, 140]), size=100, margin=0.0)
+    assert crop.shape == (100, 100, 3)
+    np.testing.assert_allclose(transform_points(np.array([[230.0, 120.0]]), m), [[50, 50]])
+    # the box's width fills the crop; its height is 40/60 of it
+    rows = np.nonzero(crop[:, 50, 0] > 127)[0]
+    assert abs(len(rows) - 100 * 40 / 60) <= 2
+    with pytest.raises(ValueError):
+        crop_box(img, np.array([10, 10, 5, 20]))
+
+
+def test_crop_outside_frame_is_black_not_error():
+    img = np.full((50, 50, 3), 200, np.uint8)
+    crop, _ = crop_box(img, np.array([1000, 1000, 1100, 1100]), size=64)
+    assert crop.max() == 0
+
+
+def test_shrinking_warp_does_not_alias():
+    # a one-pixel checkerboard shrunk 8x must average to grey, not alias to black or white
+    board = ((np.indices((800, 800)).sum(0) % 2) * 255).astype(np.uint8)
+    img = np.repeat(board[:, :, None], 3, axis=2)
+    crop, _ = crop_box(img, np.array([0, 0, 800, 800]), size=100, margin=0.0)
+    assert abs(float(crop[10:90, 10:90].mean()) - 127.5) < 10
+    assert float(crop[10:90, 10:90].std()) < 10
+
+
+def test_landmarks_plausible():
+    box = np.array([0, 0, 100, 120], np.float32)
+    good = np.array([[30, 40], [70, 40], [50, 65], [35, 90], [65, 90]], np.float32)
+    assert landmarks_plausible(box, good)
+    upside_down = good.copy()
+    upside_down[:, 1] = 120 - upside_down[:, 1]
+    assert not landmarks_plausible(box, upside_down)
+    far = good + 300
+    assert not landmarks_plausible(box, far)
+    squeezed = good.copy()
+    squeezed[1] = squeezed[0] + [5, 0]
+    assert not landmarks_plausible(box, squeezed)
+
+
+@pytest.mark.slow
+def test_aligned_real_faces_put_eyes_on_template(detector, faces_csv):
+    """On the single-face shared photos, the eyes detected in the aligned crop lie within 3%
+    of the crop width of the template's eye points. Faces whose landmarks MTCNN placed outside
+    the photo (the two partial-face photos: it extrapolates the unseen eye) are left out, since
+    half of their aligned crop is black and re-detecting the eyes there is meaningless."""
+    size = 224
+    tmpl = face_template(size)
+    checked = 0
+    for row in faces_csv:
+        if row["mtcnn_faces"] != "1":
+            continue
+        img = load_image(shared_path(row["file"]))
+        det = detector.detect([img])[0]
+        h, w = img.shape[:2]
+        lm = det.landmarks[0]
+        if not ((lm >= 0).all() and (lm[:, 0] < w).all() and (lm[:, 1] < h).all()):
+            continue
+        crop, _ = align_face(img, det.landmarks[0], size)
+        # pad so that MTCNN sees some context around the tight aligned face
+        padded = cv2.copyMakeBorder(crop, 56, 56, 56, 56, cv2.BORDER_CONSTANT)
+        again = detector.detect([padded])[0]
+        assert len(again) >= 1, row["file"]
+        eyes = again.landmarks[0][:2] - 56
+        err = np.linalg.norm(eyes - tmpl[:2], axis=1).max()
+        assert err <= 0.03 * size, f"{row['file']}: eye error {err:.1f}px"
+        checked += 1
+    assert checked >= 15
