@@ -7,6 +7,6 @@ Python use without the CLI::
 """
 
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.detect_job import detect_images
+from pipeline.image_jobs import detect_images
 
 __all__ = ["Config", "ConfigError", "detect_images", "load_config"]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from workers.detect import DetectStageConfig
+from workers.score import ScoreStageConfig
 
 __all__ = ["Config", "ConfigError", "build", "load_config", "parse_set", "to_dict"]
 
@@ -31,6 +32,7 @@ class Config:
     """The whole job's settings. Sections map to stages."""
 
     detect: DetectStageConfig = field(default_factory=DetectStageConfig)
+    score: ScoreStageConfig = field(default_factory=ScoreStageConfig)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -4,5 +4,6 @@ Stages never import ``ray``: Ray Data hands them to ``map_batches``, a test call
 """
 
 from workers.detect import DetectStage, DetectStageConfig
+from workers.score import ScoreStage, ScoreStageConfig
 
-__all__ = ["DetectStage", "DetectStageConfig"]
+__all__ = ["DetectStage", "DetectStageConfig", "ScoreStage", "ScoreStageConfig"]

@@ -1,0 +1,134 @@
+"""Face quality scoring: aligned ``uint8`` crops in, ``float32`` quality out.
+
+Preprocessing (input size, mean, std) comes from the checkpoint's :class:`ModelCard`; the
+output is in the card's ``score_range`` (higher is better unless the card says otherwise).
+Inference runs under ``inference_mode`` in channels-last layout, with bfloat16 autocast on
+a GPU and float32 on the CPU. Test-time crops are deterministic.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from face_iqa.checkpoint import ModelCard, build_model
+from face_iqa.detect import resolve_device
+from face_iqa.hyperiqa import HyperIQA
+
+__all__ = ["DEFAULT_CHECKPOINT", "Scorer", "ScorerConfig", "build_scorer", "default_checkpoint"]
+
+DEFAULT_CHECKPOINT = "face_hyperiqa_lite0.pt"
+
+
+def default_checkpoint() -> Path:
+    """The face-quality model embedded in the package (``face_iqa/weights/``)."""
+    return Path(str(importlib.resources.files("face_iqa") / "weights" / DEFAULT_CHECKPOINT))
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """Attributes:
+    checkpoint: path of a checkpoint (ours or the authors'); ``None`` for the embedded
+        default face model.
+    device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+    batch_size: faces per forward pass.
+    n_crops: test-time crops averaged per face (1: the centre crop; the authors used 25).
+    resize: side the face crop is resized to before cropping; ``None`` uses the model's
+        input size (so one crop is the whole face).
+    seed: seed of the crop positions when ``n_crops > 1`` (the same positions for every
+        face, so a face's score does not depend on its batch).
+    amp: bfloat16 autocast on CUDA (ignored on the CPU, which always runs float32).
+    """
+
+    checkpoint: str | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    n_crops: int = 1
+    resize: int | None = None
+    seed: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.n_crops < 1:
+            raise ValueError("score.batch_size and score.n_crops must be >= 1")
+        if self.resize is not None and self.resize < 32:
+            raise ValueError(f"score.resize must be >= 32 or null, got {self.resize}")
+
+
+class Scorer:
+    """Scores batches of aligned face crops. Build it with :func:`build_scorer`."""
+
+    def __init__(
+        self, model: HyperIQA, card: ModelCard, cfg: ScorerConfig, device: torch.device
+    ) -> None:
+        self.model = model.to(memory_format=torch.channels_last)
+        self.card = card
+        self.cfg = cfg
+        self.device = device
+        self.size = card.input_size
+        self.resize = cfg.resize or card.input_size
+        if self.resize < self.size:
+            raise ValueError(
+                f"score.resize ({self.resize}) is below the model's input size ({self.size})"
+            )
+        self._mean = torch.tensor(card.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(card.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.offsets = self._crop_offsets()
+
+    def _crop_offsets(self) -> list[tuple[int, int]]:
+        span = self.resize - self.size
+        centre = (span // 2, span // 2)
+        if self.cfg.n_crops == 1 or span == 0:
+            return [centre] * (1 if span == 0 else self.cfg.n_crops)
+        rng = np.random.default_rng(self.cfg.seed)
+        return [centre] + [
+            tuple(int(v) for v in rng.integers(0, span + 1, 2)) for _ in range(self.cfg.n_crops - 1)
+        ]
+
+    def _prepare(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float()
+        if x.shape[-1] != self.resize or x.shape[-2] != self.resize:
+            x = F.interpolate(
+                x,
+                size=(self.resize, self.resize),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+        return ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """Score ``uint8 (N, H, W, 3)`` RGB crops; returns ``float32 (N,)``."""
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[3] != 3:
+            raise ValueError(f"expected uint8 (N, H, W, 3) crops, got {crops.dtype} {crops.shape}")
+        out = np.empty(len(crops), np.float32)
+        use_amp = self.cfg.amp and self.device.type == "cuda"
+        bs = self.cfg.batch_size
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp),
+        ):
+            for s in range(0, len(crops), bs):
+                x = self._prepare(crops[s : s + bs])
+                total = None
+                for oy, ox in self.offsets:
+                    q = self.model(x[:, :, oy : oy + self.size, ox : ox + self.size]).float()
+                    total = q if total is None else total + q
+                out[s : s + bs] = (total / len(self.offsets)).cpu().numpy()
+        return out
+
+
+def build_scorer(cfg: ScorerConfig | None = None) -> Scorer:
+    """Load the checkpoint (or the embedded default) and return a ready :class:`Scorer`."""
+    cfg = cfg or ScorerConfig()
+    device = resolve_device(cfg.device)
+    path = cfg.checkpoint if cfg.checkpoint is not None else default_checkpoint()
+    model, card = build_model(path, device=device)
+    return Scorer(model, card, cfg, device)

@@ -1,0 +1,46 @@
+"""Quality stage: adds a ``quality`` column to a face batch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from face_iqa.schema import STATUS_OK, check_batch
+from face_iqa.scorer import Scorer, ScorerConfig, build_scorer
+
+__all__ = ["ScoreStage", "ScoreStageConfig"]
+
+
+@dataclass(frozen=True)
+class ScoreStageConfig:
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+
+
+class ScoreStage:
+    """``ScoreStage(cfg)(batch)``: score the aligned crop of every ``status="ok"`` row.
+
+    Adds ``quality`` (``float32``, the model's score range; NaN on rows without a face or
+    with an error) and ``score_s`` (the model's time for this batch). Rows keep their order;
+    the ``crop`` column is kept for later stages (writers drop it).
+    """
+
+    def __init__(self, cfg: ScoreStageConfig | None = None, scorer: Scorer | None = None) -> None:
+        self.cfg = cfg or ScoreStageConfig()
+        self.scorer = scorer or build_scorer(self.cfg.scorer)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = check_batch(batch, ("status", "crop"), "ScoreStage")
+        out = dict(batch)
+        quality = np.full(n, np.nan, np.float32)
+        ok = np.flatnonzero(np.asarray(batch["status"]) == STATUS_OK)
+        t0 = time.perf_counter()
+        if len(ok):
+            crops = np.asarray(batch["crop"])
+            if crops.dtype == object:  # Ray may hand ragged tensors over as objects
+                crops = np.stack(list(crops))
+            quality[ok] = self.scorer(crops[ok])
+        out["quality"] = quality
+        out["score_s"] = np.full(n, time.perf_counter() - t0, np.float64)
+        return out
