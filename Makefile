@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/faceiqa sample --out $(DEMO_DIR)/sample
-	$(VENV)/bin/faceiqa detect $(DEMO_DIR)/sample/frames --out $(DEMO_DIR)/faces.parquet --crops $(DEMO_DIR)/crops
+	$(VENV)/bin/faceiqa run $(DEMO_DIR)/sample/sample.mp4 --out $(DEMO_DIR)/run --crops --quiet
 
 test: $(STAMP)
 	$(PY) -m pytest -q

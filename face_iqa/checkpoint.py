@@ -233,8 +233,11 @@ def build_model(
     return model.to(device).eval(), card
 
 
-def save_checkpoint(model: HyperIQA, card: ModelCard, path: str | os.PathLike[str]) -> Path:
-    """Save ``model`` with its card in our format (write then rename)."""
+def save_checkpoint(
+    model: HyperIQA, card: ModelCard, path: str | os.PathLike[str], half: bool = False
+) -> Path:
+    """Save ``model`` with its card in our format (write then rename). ``half`` stores the
+    floating-point tensors as float16 (half the size; loading casts them back to float32)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if model.cfg != card.arch:
@@ -243,12 +246,18 @@ def save_checkpoint(model: HyperIQA, card: ModelCard, path: str | os.PathLike[st
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **card.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {
+            k: _maybe_half(v.detach().cpu(), half) for k, v in model.state_dict().items()
+        },
     }
     tmp = p.with_name(f".{p.name}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, p)
     return p
+
+
+def _maybe_half(t: torch.Tensor, half: bool) -> torch.Tensor:
+    return t.half() if half and t.is_floating_point() else t
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -35,6 +35,8 @@ class DetectorConfig:
         max_side: if set, frames whose longer side exceeds it are downscaled for detection
             only; boxes and landmarks are mapped back to full-resolution pixels.
         batch_size: frames per detector call (frames of one size only).
+        backend: ``fast`` (batched crops and NMS, :mod:`face_iqa.fast_mtcnn`) or
+            ``reference`` (facenet-pytorch's own ``detect_face``). Same weights, same rules.
     """
 
     device: str = "auto"
@@ -43,8 +45,11 @@ class DetectorConfig:
     factor: float = 0.709
     max_side: int | None = None
     batch_size: int = 16
+    backend: str = "fast"
 
     def __post_init__(self) -> None:
+        if self.backend not in ("fast", "reference"):
+            raise ValueError(f"detector.backend must be fast or reference, got {self.backend!r}")
         if self.min_face_size < 1:
             raise ValueError(f"detector.min_face_size must be >= 1, got {self.min_face_size}")
         if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
@@ -187,5 +192,8 @@ def build_detector(cfg: DetectorConfig | None = None) -> MTCNNDetector:
     for name, cls in (("pnet", PNet), ("rnet", RNet), ("onet", ONet)):
         net = cls(pretrained=False)
         net.load_state_dict(_facenet_state_dict(name), strict=True)
-        nets.append(net.to(device).eval())
+        net = net.to(device).eval()
+        if cfg.backend == "fast":
+            net = net.to(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
+        nets.append(net)
     return MTCNNDetector(*nets, cfg=cfg, device=device)

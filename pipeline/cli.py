@@ -32,6 +32,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    r = sub.add_parser("run", help="the main job: filter videos, images and folders")
+    r.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="videos, images, folders (recursive), list files (.txt/.csv)",
+    )
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    r.add_argument(
+        "--ray-address",
+        help="join this Ray cluster (default: RAY_ADDRESS, else an embedded local instance)",
+    )
+    r.add_argument("--resume", action="store_true", help="skip sources already finished")
+    r.add_argument("--crops", action="store_true", help="write aligned crops of kept faces")
+    r.add_argument("--kept-frames", action="store_true", help="write the kept frames as PNG")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(r)
+
     d = sub.add_parser("detect", help="detect and align faces in images and folders")
     d.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, list files")
     d.add_argument("--out", required=True, metavar="FILE.parquet", help="face table to write")
@@ -54,10 +72,59 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_args(q)
 
+    t = sub.add_parser("train", help="fine-tune HyperIQA on labelled or synthetic face crops")
+    t.add_argument("--resume", action="store_true", help="continue from out_dir/train_state.pt")
+    _add_config_args(t)
+
+    x = sub.add_parser("export", help="ship a training run's best model (float16 + card)")
+    x.add_argument("--run", required=True, metavar="DIR", help="the training out_dir")
+    x.add_argument("--out", required=True, metavar="DIR")
+    x.add_argument("--minutes", type=float, help="measured training time, for the card")
+    x.add_argument("--machine", default="", help="where it was trained, for the card")
+
+    e = sub.add_parser("eval", help="SRCC/PLCC/KRCC/RMSE of a model on a labelled set")
+    e.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE",
+        help="CSV/Parquet of path,score (paths are face crops)",
+    )
+    e.add_argument("--checkpoint", help="default: the embedded face model")
+    e.add_argument("--device", default="auto")
+
     s = sub.add_parser("sample", help="write the self-made demo clip (no data needed)")
     s.add_argument("--out", required=True, metavar="DIR")
     s.add_argument("--fps", type=float, default=8.0)
     return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.run_job import run
+
+    sets = list(args.sets)
+    if args.ray_address:
+        sets.append(f"ray.address={args.ray_address}")
+    if args.crops:
+        sets.append("output.crops=true")
+    if args.kept_frames:
+        sets.append("output.kept_frames=true")
+    cfg = load_config(args.config, sets)
+    frames = run(args.inputs, args.out, cfg, resume=args.resume, progress=not args.quiet)
+    kept = int(frames["keep"].sum())
+    n = len(frames)
+    errors = int((frames["status"] == "error").sum())
+    print(
+        f"{n} frames from {frames['source'].nunique()} sources: {kept} kept, "
+        f"{n - kept} rejected, {errors} errors"
+    )
+    from pipeline.run_job import _reason_kind
+
+    why = frames.loc[~frames["keep"], "reason"].map(_reason_kind).value_counts()
+    for reason, count in why.items():
+        print(f"  rejected ({reason}): {count}")
+    print(f"manifest: {args.out}/frames.parquet, {args.out}/faces.parquet, {args.out}/summary.json")
+    return 0
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -98,6 +165,44 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from face_iqa.train import TrainConfig, train
+    from pipeline.config import load_into, to_dict
+
+    sets = list(args.sets) + (["resume=true"] if args.resume else [])
+    cfg = load_into(TrainConfig, args.config, sets)
+    summary = train(cfg)
+    print(
+        json.dumps(
+            {
+                "best_val_srcc": summary["best_val_srcc"],
+                "test": summary.get("test"),
+                "out_dir": to_dict(cfg)["out_dir"],
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from face_iqa.train import export_model
+
+    path = export_model(args.run, args.out, train_minutes=args.minutes, machine=args.machine)
+    print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB) with MODEL_CARD.md")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from face_iqa.train import evaluate
+
+    m = evaluate(args.data, args.checkpoint, device=args.device)
+    print("  ".join(f"{k.upper()} {v:.4f}" for k, v in m.items()))
+    return 0
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from pipeline.sample_job import write_sample
 
@@ -115,10 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.inputs import InputError
 
     try:
-        return {"detect": _cmd_detect, "score": _cmd_score, "sample": _cmd_sample}[args.command](
-            args
-        )
-    except (InputError, ConfigError, CheckpointError, OSError) as e:
+        return {
+            "run": _cmd_run,
+            "detect": _cmd_detect,
+            "score": _cmd_score,
+            "train": _cmd_train,
+            "eval": _cmd_eval,
+            "export": _cmd_export,
+            "sample": _cmd_sample,
+        }[args.command](args)
+    except (InputError, ConfigError, CheckpointError, OSError, ValueError) as e:
         print(f"faceiqa {args.command}: error: {e}", file=sys.stderr)
         return 2
 

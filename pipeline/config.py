@@ -15,10 +15,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pipeline.graph import RayConfig
+from workers.decode import DecodeConfig
 from workers.detect import DetectStageConfig
 from workers.score import ScoreStageConfig
+from workers.threshold import ThresholdConfig
 
-__all__ = ["Config", "ConfigError", "build", "load_config", "parse_set", "to_dict"]
+__all__ = ["Config", "ConfigError", "build", "load_config", "load_into", "parse_set", "to_dict"]
 
 T = TypeVar("T")
 
@@ -28,11 +31,33 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """Attributes:
+    crops: write the aligned crops of kept faces under ``crops/``.
+    kept_frames: write the kept frames as PNG under ``kept_frames/``.
+    wave_sources: sources processed per wave; a finished wave is saved, so ``--resume``
+        after an interruption redoes at most one wave.
+    """
+
+    crops: bool = False
+    kept_frames: bool = False
+    wave_sources: int = 8
+
+    def __post_init__(self) -> None:
+        if self.wave_sources < 1:
+            raise ValueError(f"output.wave_sources must be >= 1, got {self.wave_sources}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole job's settings. Sections map to stages."""
 
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
     detect: DetectStageConfig = field(default_factory=DetectStageConfig)
     score: ScoreStageConfig = field(default_factory=ScoreStageConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -137,6 +162,13 @@ def parse_set(item: str) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then each ``--set`` override."""
+    return load_into(Config, path, sets)
+
+
+def load_into(
+    cls: type[T], path: str | Path | None = None, sets: list[str] | tuple[str, ...] = ()
+) -> T:
+    """Build any config dataclass ``cls`` from its defaults, a YAML file and ``--set``s."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -151,7 +183,7 @@ def load_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...
         values = loaded
     for item in sets:
         values = _merge(values, parse_set(item))
-    return build(Config, values)
+    return build(cls, values)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from face_iqa.images import IMAGE_EXTENSIONS
 
-__all__ = ["LIST_EXTENSIONS", "InputError", "discover_images"]
+__all__ = ["LIST_EXTENSIONS", "InputError", "discover_images", "discover_sources"]
 
 LIST_EXTENSIONS = frozenset({".txt", ".csv", ".lst"})
 
@@ -38,7 +38,16 @@ def _read_list(path: Path) -> list[Path]:
     return out
 
 
-def discover_images(inputs: list[str | Path]) -> list[Path]:
+def discover_sources(inputs: list[str | Path]) -> list[Path]:
+    """Like :func:`discover_images`, but folders also contribute their videos."""
+    from workers.decode import VIDEO_EXTENSIONS
+
+    return discover_images(inputs, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+
+
+def discover_images(
+    inputs: list[str | Path], extensions: frozenset[str] = IMAGE_EXTENSIONS
+) -> list[Path]:
     """Expand inputs into image paths, in a stable order, without duplicates.
 
     A folder contributes every file with an image extension beneath it (sorted); a file
@@ -64,7 +73,7 @@ def discover_images(inputs: list[str | Path]) -> list[Path]:
             raise InputError(f"input not found: {p}{where}")
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                if f.is_file() and f.suffix.lower() in extensions:
                     add(f)
         elif p.suffix.lower() in LIST_EXTENSIONS and listed_in is None:
             for q in _read_list(p):

@@ -37,3 +37,27 @@ def detector():
     from face_iqa.detect import DetectorConfig, build_detector
 
     return build_detector(DetectorConfig(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A Lite0 HyperIQA with ImageNet backbone and a random head: plumbing, not quality."""
+    import torch
+
+    from face_iqa.checkpoint import ModelCard, init_backbone_imagenet, save_checkpoint
+    from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
+
+    torch.manual_seed(0)
+    card = ModelCard(arch=HyperIQAConfig.for_backbone("efficientnet_lite0"), trained_on="random")
+    model = init_backbone_imagenet(HyperIQA(card.arch))
+    return save_checkpoint(model, card, tmp_path_factory.mktemp("tiny") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray instance for the whole test session (starting Ray costs seconds)."""
+    from pipeline.graph import RayConfig, init_ray
+
+    ray = init_ray(RayConfig(num_cpus=2))
+    yield ray
+    ray.shutdown()

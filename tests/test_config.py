@@ -48,6 +48,12 @@ def test_bad_yaml_file_named(tmp_path):
 def test_shipped_presets_load():
     from pathlib import Path
 
+    from face_iqa.train import TrainConfig
+    from pipeline.config import load_into
+
     for y in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
-        load_config(y)
+        if y.name.startswith("train"):
+            assert load_into(TrainConfig, y).data.synthetic is not None
+        else:
+            load_config(y)
     assert load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml") == Config()

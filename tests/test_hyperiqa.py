@@ -174,3 +174,17 @@ def test_authors_unknown_key_named(tmp_path):
 
     with pytest.raises(CheckpointError, match="res.weird"):
         map_authors_keys({"res.weird": torch.zeros(1)}, "x.pkl")
+
+
+def test_half_checkpoint_is_smaller_and_close(tmp_path):
+    torch.manual_seed(2)
+    card = ModelCard(arch=HyperIQAConfig.for_backbone("efficientnet_lite0"))
+    model = HyperIQA(card.arch).eval()
+    full = save_checkpoint(model, card, tmp_path / "f.pt")
+    half = save_checkpoint(model, card, tmp_path / "h.pt", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = build_model(half)
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x), atol=0.05, rtol=0.01)

@@ -99,6 +99,7 @@ class DetectStage:
             frame = frames[i]
             shp = tuple(getattr(frame, "shape", ())) + (0, 0)
             base = {
+                "_frame": i,
                 "source": sources[i],
                 "frame_index": findex[i],
                 "timestamp_s": tstamp[i],
@@ -138,7 +139,14 @@ class DetectStage:
                     }
                 )
         out = _rows_to_batch(rows, size)
-        out["detect_s"] = np.full(len(rows), detect_s, np.float64)
+        # Timings are per-row shares, so that summing a column over rows gives the total;
+        # upstream timings (e.g. decode_s) are split among the rows of their frame.
+        frame_of = np.array([r["_frame"] for r in rows], np.int64)
+        per_frame = np.bincount(frame_of, minlength=n)
+        out["detect_s"] = np.full(len(rows), detect_s / max(len(rows), 1), np.float64)
+        for name in [k for k in batch if k.endswith("_s") and k != "timestamp_s"]:
+            v = np.asarray(batch[name], np.float64)
+            out[name] = v[frame_of] / np.maximum(per_frame[frame_of], 1)
         return out
 
     def _detect(

@@ -22,7 +22,7 @@ class ScoreStage:
     """``ScoreStage(cfg)(batch)``: score the aligned crop of every ``status="ok"`` row.
 
     Adds ``quality`` (``float32``, the model's score range; NaN on rows without a face or
-    with an error) and ``score_s`` (the model's time for this batch). Rows keep their order;
+    with an error) and ``score_s`` (each row's share of the model's time for this batch). Rows keep their order;
     the ``crop`` column is kept for later stages (writers drop it).
     """
 
@@ -42,5 +42,5 @@ class ScoreStage:
                 crops = np.stack(list(crops))
             quality[ok] = self.scorer(crops[ok])
         out["quality"] = quality
-        out["score_s"] = np.full(n, time.perf_counter() - t0, np.float64)
+        out["score_s"] = np.full(n, (time.perf_counter() - t0) / max(n, 1), np.float64)
         return out

@@ -1,0 +1,309 @@
+"""Face quality datasets.
+
+(a) :func:`load_labelled` reads a CSV or Parquet file of ``path, score`` (optional
+``identity``, ``split``); scores in any range are normalised to [0, 100] and the original
+range is recorded. Paths are face images (crops); relative ones are relative to the file.
+
+(b) :func:`build_synthetic_set` detects and aligns clean faces in photos and video frames,
+degrades each crop at random with :mod:`face_iqa.degrade`, labels every crop with its
+recognition utility (:mod:`face_iqa.utility`) and writes the crops plus a ``labels.parquet``
+that records every degradation parameter. The set is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from face_iqa.align import align_face, landmarks_plausible
+from face_iqa.degrade import apply_degradation, describe, sample_degradation
+from face_iqa.detect import DetectorConfig, build_detector
+from face_iqa.images import load_image
+from face_iqa.utility import DlibRecognizer, distance_to_quality
+
+__all__ = [
+    "LabelledSet",
+    "SyntheticConfig",
+    "assign_splits",
+    "build_synthetic_set",
+    "cluster_identities",
+    "load_labelled",
+]
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """A table with absolute ``path``, ``score`` in [0, 100], ``identity``, ``split`` and the
+    original score range (``score_min``, ``score_max``) it was normalised from."""
+
+    table: pd.DataFrame
+    score_min: float
+    score_max: float
+    source: str
+
+
+def load_labelled(path: str | os.PathLike[str]) -> LabelledSet:
+    """Read a labelled set; raise ``ValueError`` naming the file on a bad table."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: labelled set not found")
+    if p.suffix.lower() == ".parquet":
+        t = pd.read_parquet(p)
+    elif p.suffix.lower() == ".csv":
+        t = pd.read_csv(p)
+    else:
+        raise ValueError(f"{p}: expected a .csv or .parquet file")
+    for col in ("path", "score"):
+        if col not in t.columns:
+            raise ValueError(f"{p}: missing column {col!r} (has {list(t.columns)})")
+    t = t.copy()
+    t["score"] = pd.to_numeric(t["score"], errors="coerce")
+    if t["score"].isna().any():
+        bad = int(t["score"].isna().sum())
+        raise ValueError(f"{p}: {bad} rows have a missing or non-numeric score")
+    if len(t) < 2:
+        raise ValueError(f"{p}: needs at least 2 rows")
+    lo, hi = float(t["score"].min()), float(t["score"].max())
+    if hi <= lo:
+        raise ValueError(f"{p}: all scores are equal ({lo})")
+    t["score"] = 100.0 * (t["score"] - lo) / (hi - lo)
+    t["path"] = [str(q if Path(q).is_absolute() else (p.parent / q)) for q in t["path"]]
+    if "identity" not in t.columns:
+        t["identity"] = t["path"]  # no identities: every image is its own group
+    t["identity"] = t["identity"].fillna("").astype(str)
+    t.loc[t["identity"] == "", "identity"] = t.loc[t["identity"] == "", "path"]
+    if "split" not in t.columns:
+        t["split"] = ""
+    t["split"] = t["split"].fillna("").astype(str)
+    return LabelledSet(t, lo, hi, str(p))
+
+
+def assign_splits(
+    table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
+) -> pd.DataFrame:
+    """Fill empty ``split`` cells with train/val/test, grouped so that no group spans two
+    splits. The group is the ``group`` column when present, else ``identity``. Rows that
+    already carry a split keep it.
+
+    Groups are dealt in a seeded random order to test, then val, while they fit within the
+    split's target share; a group that does not fit goes to train, so a held-out split is
+    never one oversized group.
+    """
+    t = table.copy()
+    key = "group" if "group" in t.columns else "identity"
+    todo = t["split"] == ""
+    groups = sorted(t.loc[todo, key].astype(str).unique())
+    rng = np.random.default_rng(seed)
+    rng.shuffle(groups)
+    sizes = t.loc[todo].groupby(t.loc[todo, key].astype(str)).size()
+    total = float(sizes.sum())
+    targets = {"test": test_fraction * total, "val": val_fraction * total}
+    filled = {"test": 0.0, "val": 0.0}
+    split_of: dict[str, str] = {}
+    for g in groups:
+        n = float(sizes[g])
+        split_of[g] = "train"
+        for name in ("test", "val"):
+            if filled[name] + n <= targets[name]:
+                split_of[g] = name
+                filled[name] += n
+                break
+    t.loc[todo, "split"] = t.loc[todo, key].astype(str).map(split_of)
+    return t
+
+
+def cluster_identities(descriptors: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Group face descriptors into identities: single-linkage at ``threshold`` (dlib
+    distance). Returns an ``int`` label per row, numbered in first-seen order."""
+    n = len(descriptors)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if n:
+        d = np.linalg.norm(descriptors[:, None, :] - descriptors[None, :, :], axis=2)
+        for i, j in zip(*np.nonzero(np.triu(d < threshold, 1))):
+            parent[find(i)] = find(j)
+    roots = [find(i) for i in range(n)]
+    first: dict[int, int] = {}
+    return np.array([first.setdefault(r, len(first)) for r in roots], np.int64)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Attributes:
+    images: photo files or folders of clean faces.
+    videos: video files whose frames add clean faces.
+    frame_stride: take every N-th video frame.
+    min_face_size: faces smaller than this (box side, pixels) are not clean references;
+        an upscaled small face is itself degraded.
+    variants: degraded versions per clean face (plus the clean crop itself).
+    crop_size: aligned crop side.
+    seed: the whole set is a function of this seed and the inputs.
+    """
+
+    images: tuple[str, ...] = ()
+    videos: tuple[str, ...] = ()
+    frame_stride: int = 3
+    min_face_size: int = 90
+    variants: int = 8
+    crop_size: int = 224
+    seed: int = 0
+
+
+def _video_frames(path: Path, stride: int) -> Iterator[tuple[int, np.ndarray]]:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"{path}: cannot open video")
+    i = 0
+    try:
+        while True:
+            ok = cap.grab()
+            if not ok:
+                break
+            if i % stride == 0:
+                ok, bgr = cap.retrieve()
+                if ok:
+                    yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            i += 1
+    finally:
+        cap.release()
+
+
+def _image_paths(items: Sequence[str]) -> list[Path]:
+    from face_iqa.images import IMAGE_EXTENSIONS
+
+    out: list[Path] = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: not found")
+    return out
+
+
+def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]:
+    det = build_detector(DetectorConfig())
+    faces: list[dict] = []
+
+    def take(frame: np.ndarray, source: str, frame_index: int) -> None:
+        d = det.detect([frame])[0]
+        h, w = frame.shape[:2]
+        for k in range(len(d)):
+            box, lm = d.boxes[k], d.landmarks[k]
+            side = float(min(box[2] - box[0], box[3] - box[1]))
+            inside = (
+                (lm[:, 0] >= 0).all()
+                and (lm[:, 0] < w).all()
+                and (lm[:, 1] >= 0).all()
+                and (lm[:, 1] < h).all()
+            )
+            if side < cfg.min_face_size or not inside or not landmarks_plausible(box, lm):
+                continue
+            crop, _ = align_face(frame, lm, cfg.crop_size)
+            faces.append(
+                {
+                    "source": source,
+                    "frame_index": frame_index,
+                    "face_index": k,
+                    "face_size": side,
+                    "crop": crop,
+                }
+            )
+
+    for p in _image_paths(cfg.images):
+        take(load_image(p), str(p), 0)
+    log(f"{len(faces)} clean faces from photos")
+    for v in cfg.videos:
+        n0 = len(faces)
+        for i, frame in _video_frames(Path(v), cfg.frame_stride):
+            take(frame, str(v), i)
+        log(f"{len(faces) - n0} clean faces from {v}")
+    return faces
+
+
+def build_synthetic_set(
+    cfg: SyntheticConfig,
+    out_dir: str | os.PathLike[str],
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Build (or reuse, when ``labels.parquet`` exists for the same config) the synthetic
+    set under ``out_dir``; returns the path of ``labels.parquet``."""
+    out = Path(out_dir)
+    labels_path = out / "labels.parquet"
+    cfg_json = json.dumps(_cfg_dict(cfg), sort_keys=True)
+    if labels_path.is_file() and (out / "config.json").is_file():
+        if (out / "config.json").read_text() == cfg_json:
+            log(f"reusing {labels_path}")
+            return labels_path
+    (out / "crops").mkdir(parents=True, exist_ok=True)
+    faces = _clean_faces(cfg, log)
+    if not faces:
+        raise ValueError("no clean faces found in the given images and videos")
+    rec = DlibRecognizer()
+    shapes, clean_desc = [], []
+    for f in faces:
+        sh = rec.chip_shape(f["crop"])
+        shapes.append(sh)
+        clean_desc.append(rec.descriptor(f["crop"], sh))
+    ident = cluster_identities(np.stack(clean_desc))
+    log(f"{len(faces)} clean faces, {ident.max() + 1} identities")
+    rng = np.random.default_rng(cfg.seed)
+    rows = []
+    for fi, f in enumerate(faces):
+        for v in range(cfg.variants + 1):
+            spec = (
+                {"components": [], "seed": int(rng.integers(0, 2**31 - 1))}
+                if v == 0
+                else sample_degradation(rng, p_clean=0.0)
+            )
+            img = apply_degradation(f["crop"], spec)
+            dist = float(np.linalg.norm(rec.descriptor(img, shapes[fi]) - clean_desc[fi]))
+            rel = f"crops/{fi:05d}_{v:02d}.png"
+            cv2.imwrite(str(out / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            rows.append(
+                {
+                    "path": rel,
+                    "score": float(distance_to_quality(dist)),
+                    "distance": dist,
+                    "identity": f"id{ident[fi]:03d}",
+                    "face_id": fi,
+                    "variant": v,
+                    "source": f["source"],
+                    "frame_index": f["frame_index"],
+                    "face_size": f["face_size"],
+                    "degradation": describe(spec),
+                    "components": json.dumps(spec["components"]),
+                    "seed": spec["seed"],
+                    "split": "",
+                }
+            )
+        if (fi + 1) % 50 == 0:
+            log(f"labelled {fi + 1}/{len(faces)} faces")
+    table = pd.DataFrame(rows)
+    tmp = labels_path.with_suffix(".tmp")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, labels_path)
+    (out / "config.json").write_text(cfg_json)
+    return labels_path
+
+
+def _cfg_dict(cfg: SyntheticConfig) -> dict:
+    from dataclasses import asdict
+
+    d = asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -1,0 +1,142 @@
+"""Synthetic face degradations with albumentations, at recorded severities.
+
+A degradation is plain data (``list[dict]``: one ``{"kind", "severity"}`` per component, plus
+a ``seed``), so a Parquet row can store it and :func:`apply_degradation` can rebuild the exact
+same image from it. Severity runs from 0 (nothing) to 1 (the strongest we generate).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["DEGRADATIONS", "apply_degradation", "describe", "sample_degradation"]
+
+DEGRADATIONS = (
+    "gaussian_blur",
+    "motion_blur",
+    "defocus",
+    "gaussian_noise",
+    "iso_noise",
+    "jpeg",
+    "downscale",
+    "underexpose",
+    "overexpose",
+    "gamma",
+    "low_contrast",
+    "occlusion",
+)
+
+
+def _odd(v: float) -> int:
+    k = max(3, int(round(v)))
+    return k if k % 2 else k + 1
+
+
+def _transform(kind: str, s: float) -> A.BasicTransform:
+    """The albumentations transform of one degradation at severity ``s`` in (0, 1]."""
+    if kind == "gaussian_blur":
+        sigma = 0.5 + 5.5 * s
+        return A.GaussianBlur(blur_limit=0, sigma_limit=(sigma, sigma), p=1.0)
+    if kind == "motion_blur":
+        k = _odd(3 + 22 * s)
+        return A.MotionBlur(blur_limit=(k, k), allow_shifted=False, p=1.0)
+    if kind == "defocus":
+        r = max(1, int(round(1 + 8 * s)))
+        return A.Defocus(radius=(r, r), alias_blur=(0.1, 0.1), p=1.0)
+    if kind == "gaussian_noise":
+        std = 0.02 + 0.33 * s
+        return A.GaussNoise(std_range=(std, std), p=1.0)
+    if kind == "iso_noise":
+        i = 0.1 + 1.1 * s
+        return A.ISONoise(color_shift=(0.02, 0.06), intensity=(i, i), p=1.0)
+    if kind == "jpeg":
+        q = int(round(95 - 90 * s))
+        return A.ImageCompression(quality_range=(q, q), p=1.0)
+    if kind == "downscale":
+        f = 0.9 - 0.82 * s
+        return A.Downscale(
+            scale_range=(f, f),
+            interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR},
+            p=1.0,
+        )
+    if kind == "underexpose":
+        g = 1.0 + 2.5 * s  # gamma > 1 darkens, then a brightness drop
+        b = -0.55 * s
+        return A.Compose(
+            [
+                A.RandomGamma(gamma_limit=(100 * g, 100 * g), p=1.0),
+                A.RandomBrightnessContrast(brightness_limit=(b, b), contrast_limit=(0, 0), p=1.0),
+            ]
+        )
+    if kind == "overexpose":
+        b = 0.15 + 0.6 * s
+        return A.RandomBrightnessContrast(brightness_limit=(b, b), contrast_limit=(0, 0), p=1.0)
+    if kind == "gamma":
+        g = 1.0 / (1.0 + 2.5 * s)  # gamma < 1 washes out the shadows
+        return A.RandomGamma(gamma_limit=(100 * g, 100 * g), p=1.0)
+    if kind == "low_contrast":
+        c = 0.7 - 0.6 * s  # blend towards the mean grey: 1 keeps, 0 flattens
+        return A.ColorJitter(
+            brightness=(1, 1), contrast=(c, c), saturation=(1, 1), hue=(0, 0), p=1.0
+        )
+    if kind == "occlusion":
+        side = 0.2 + 0.45 * s  # fraction of the crop side, one patch
+        return A.CoarseDropout(
+            num_holes_range=(1, 1),
+            hole_height_range=(side, side),
+            hole_width_range=(side, side),
+            fill=0,
+            p=1.0,
+        )
+    raise ValueError(f"unknown degradation {kind!r} (known: {', '.join(DEGRADATIONS)})")
+
+
+def apply_degradation(image: np.ndarray, spec: dict) -> np.ndarray:
+    """Apply ``spec`` (from :func:`sample_degradation`) to a ``uint8`` HxWx3 image.
+
+    The same spec gives the same pixels: random parts (noise, patch position, motion
+    direction) come from ``spec["seed"]``.
+    """
+    comps = spec["components"]
+    if not comps:
+        return image.copy()
+    pipeline = A.Compose(
+        [_transform(c["kind"], float(c["severity"])) for c in comps], seed=int(spec["seed"])
+    )
+    return pipeline(image=image)["image"]
+
+
+def sample_degradation(
+    rng: np.random.Generator, p_clean: float = 0.1, max_components: int = 3
+) -> dict:
+    """Draw a degradation: clean with probability ``p_clean``; else 1 component (60%),
+    2 (25%) or 3 (15%) distinct kinds. Severities are ``0.05 + 0.95 * u**1.6`` (u uniform),
+    so mild degradations, where a filter's decisions are made, are sampled more densely;
+    combined ones are scaled by 0.8 so combinations span the scale rather than pile up."""
+    seed = int(rng.integers(0, 2**31 - 1))
+    if rng.random() < p_clean:
+        return {"components": [], "seed": seed}
+    n = int(
+        rng.choice(
+            [1, 2, 3][:max_components],
+            p=[0.6, 0.25, 0.15][:max_components] / np.sum([0.6, 0.25, 0.15][:max_components]),
+        )
+    )
+    kinds = rng.choice(len(DEGRADATIONS), size=n, replace=False)
+    scale = 1.0 if n == 1 else 0.8
+    comps = [
+        {"kind": DEGRADATIONS[k], "severity": float(scale * (0.05 + 0.95 * rng.random() ** 1.6))}
+        for k in kinds
+    ]
+    return {"components": comps, "seed": seed}
+
+
+def describe(spec: dict) -> str:
+    """``"gaussian_blur@0.42+jpeg@0.80"`` or ``"clean"``."""
+    return "+".join(f"{c['kind']}@{c['severity']:.2f}" for c in spec["components"]) or "clean"

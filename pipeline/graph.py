@@ -1,0 +1,170 @@
+"""The Ray Data graph: decode -> detect+align -> score -> face rules.
+
+The one place that says ``num_gpus``, ``batch_size`` and pool sizes. ``ray`` is imported
+here and in :mod:`pipeline.run_job` only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["RayConfig", "build_dataset", "init_ray", "plan_resources"]
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Attributes:
+    address: a Ray cluster to join (``auto``, ``ray://host:port``, ``host:port``); ``null``
+        uses ``RAY_ADDRESS`` when set, else starts an embedded local instance.
+    num_cpus: CPUs of the embedded local instance (``null``: all).
+    detect_batch: frames per detector call.
+    score_batch: faces per scorer call.
+    detect_actors / score_actors: actor pool sizes (``null``: 1 per GPU, else 1).
+    detect_gpus / score_gpus: GPU fraction per actor when GPUs are present (both fit on
+        one card by default).
+    cpus_per_actor: CPU reservation per model actor; kept below 1 so that on a small
+        machine the decoders still get a CPU (a pool that claims every CPU stalls readers).
+    max_retries: restarts of a failed worker / retries of its task.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    detect_batch: int = 8
+    score_batch: int = 64
+    detect_actors: int | None = None
+    score_actors: int | None = None
+    detect_gpus: float = 0.4
+    score_gpus: float = 0.4
+    cpus_per_actor: float = 0.5
+    max_retries: int = 3
+
+
+def init_ray(cfg: RayConfig) -> Any:
+    """Join the configured cluster, or start (or reuse) the embedded local instance."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return ray
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {
+        "ignore_reinit_error": True,
+        "log_to_driver": False,
+        "include_dashboard": False,
+    }
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=cfg.num_cpus, **kwargs)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    return ray
+
+
+def plan_resources(cfg: RayConfig, cluster_gpus: float) -> dict[str, dict[str, Any]]:
+    """Per-stage Ray arguments: GPUs (fractional, so detector and scorer share a card)
+    when the cluster has them, else CPU actors with a fractional CPU reservation."""
+    gpu = cluster_gpus > 0
+    n_gpu = max(1, int(cluster_gpus)) if gpu else 1
+    retries = {"max_restarts": cfg.max_retries, "max_task_retries": cfg.max_retries}
+    detect = {
+        "batch_size": cfg.detect_batch,
+        "actors": cfg.detect_actors or n_gpu,
+        "num_cpus": cfg.cpus_per_actor,
+        **retries,
+    }
+    score = {
+        "batch_size": cfg.score_batch,
+        "actors": cfg.score_actors or n_gpu,
+        "num_cpus": cfg.cpus_per_actor,
+        **retries,
+    }
+    if gpu:
+        detect["num_gpus"] = cfg.detect_gpus
+        score["num_gpus"] = cfg.score_gpus
+    return {
+        "decode": {"batch_size": 1, "num_cpus": 0.5, "max_retries": cfg.max_retries},
+        "detect": detect,
+        "score": score,
+        "threshold": {
+            "batch_size": cfg.score_batch,
+            "num_cpus": 0.25,
+            "max_retries": cfg.max_retries,
+        },
+    }
+
+
+def build_dataset(
+    tasks: list[dict[str, Any]],
+    job: Any,
+    keep_crops: bool,
+    stage_classes: dict[str, type] | None = None,
+) -> Any:
+    """The streaming dataset of face rows (with ``face_pass``) for ``tasks``.
+
+    ``job`` is the resolved :class:`pipeline.config.Config`. Crops travel on only
+    when ``keep_crops`` (someone writes them); otherwise they are dropped after scoring.
+    ``stage_classes`` may replace the ``detect`` or ``score`` stage class (same contract).
+    """
+    import ray
+
+    from workers.detect import DetectStage
+    from workers.score import ScoreStage
+
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    res = plan_resources(job.ray, gpus)
+    cfg = job
+    detect_cfg = cfg.detect
+    score_cfg = cfg.score
+    if gpus > 0:  # the stage actors land on GPU nodes: let them use the card
+        from dataclasses import replace
+
+        detect_cfg = replace(detect_cfg, detector=replace(detect_cfg.detector, device="cuda"))
+        score_cfg = replace(score_cfg, scorer=replace(score_cfg.scorer, device="cuda"))
+
+    # Tasks carry a list of sources; Ray wants rectangular columns, so one row per task with
+    # the source list joined (no path contains a NUL byte).
+    rows = [{**t, "source": "\x00".join(t["source"])} for t in tasks]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    ds = ds.map_batches(_decode_rows, **res["decode"])
+    classes = {"detect": DetectStage, "score": ScoreStage, **(stage_classes or {})}
+    for stage, stage_cfg, name in (
+        (classes["detect"], detect_cfg, "detect"),
+        (classes["score"], score_cfg, "score"),
+    ):
+        args = dict(res[name])
+        pool = ray.data.ActorPoolStrategy(size=args.pop("actors"))
+        ds = ds.map_batches(stage, fn_constructor_kwargs={"cfg": stage_cfg}, compute=pool, **args)
+    ds = ds.map_batches(
+        _threshold, fn_kwargs={"cfg": cfg.threshold, "keep_crops": keep_crops}, **res["threshold"]
+    )
+    return ds
+
+
+def _decode_rows(batch: dict) -> dict:
+    """Ray adapter: split the joined source lists, then decode."""
+    import numpy as np
+
+    from workers.decode import DecodeStage
+
+    batch = dict(batch)
+    srcs = np.empty(len(batch["source"]), dtype=object)
+    for i, s in enumerate(batch["source"]):
+        srcs[i] = str(s).split("\x00")
+    batch["source"] = srcs
+    return DecodeStage()(batch)
+
+
+def _threshold(batch: dict, cfg: Any, keep_crops: bool) -> dict:
+    """Face rules; the crops leave the stream here unless someone will write them."""
+    from workers.threshold import ThresholdStage
+
+    out = ThresholdStage(cfg)(batch)
+    if not keep_crops:
+        out.pop("crop", None)
+    return out

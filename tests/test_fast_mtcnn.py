@@ -1,0 +1,75 @@
+"""The fast detector finds the same faces as facenet-pytorch's reference path."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from facenet_pytorch.models.utils.detect_face import detect_face
+
+from face_iqa.detect import DetectorConfig, build_detector
+from face_iqa.images import load_image
+from tests.conftest import shared_path
+from tests.util import match_boxes
+
+TH = [0.6, 0.7, 0.7]
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return build_detector(DetectorConfig(device="cpu", backend="reference"))
+
+
+def _compare(frames: np.ndarray, nets, fast, what: str) -> int:
+    with torch.inference_mode():
+        rb, rp = detect_face(
+            frames, 20, nets.pnet, nets.rnet, nets.onet, TH, 0.709, torch.device("cpu")
+        )
+    got = fast.detect(list(frames))
+    n = 0
+    for i, det in enumerate(got):
+        ref_b = np.asarray(rb[i], float).reshape(-1, 5)
+        ref_p = np.asarray(rp[i], float).reshape(-1, 5, 2)
+        assert len(det) == len(ref_b), f"{what} frame {i}: {len(det)} vs {len(ref_b)} faces"
+        for a, b, iou in match_boxes(det.boxes, ref_b[:, :4]):
+            assert iou >= 0.9, (what, i, iou)
+            assert np.abs(det.landmarks[a] - ref_p[b]).max() <= 2.0, (what, i)
+        n += len(det)
+    return n
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return build_detector(DetectorConfig(device="cpu", backend="fast", batch_size=8))
+
+
+def test_parity_on_every_shared_image(nets, fast, faces_csv):
+    total = 0
+    for row in faces_csv:
+        img = load_image(shared_path(row["file"]))
+        total += _compare(img[None], nets, fast, row["file"])
+    assert total == sum(int(r["mtcnn_faces"]) for r in faces_csv)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("video", ["short_hamilton_clip.mp4", "facenet_example.mp4"])
+def test_parity_on_every_video_frame(nets, fast, video):
+    cap = cv2.VideoCapture(str(shared_path("videos", video)))
+    frames, n_frames, n_faces = [], 0, 0
+    while True:
+        ok, bgr = cap.read()
+        if ok:
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        if len(frames) == 8 or (not ok and frames):
+            n_faces += _compare(np.stack(frames), nets, fast, f"{video} @{n_frames}")
+            n_frames += len(frames)
+            frames = []
+        if not ok:
+            break
+    assert n_frames == {"short_hamilton_clip.mp4": 275, "facenet_example.mp4": 105}[video]
+    assert n_faces > n_frames  # several faces a frame: the comparison was not vacuous
+
+
+def test_fast_is_the_default_and_handles_edge_cases(fast):
+    assert DetectorConfig().backend == "fast"
+    assert len(fast.detect([np.zeros((240, 320, 3), np.uint8)])[0]) == 0
+    assert len(fast.detect([np.zeros((5, 5, 3), np.uint8)])[0]) == 0

@@ -1,0 +1,280 @@
+"""The main job on real videos and images, through a real Ray instance."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from face_iqa.detect import DetectorConfig, build_detector
+from pipeline.config import load_config
+from pipeline.run_job import run
+from tests.conftest import shared_path
+from tests.util import match_boxes
+from workers.detect import DetectStage
+
+pytestmark = pytest.mark.ray
+
+FAST = ["detect.detector.max_side=640", "ray.num_cpus=2"]
+
+
+def _cfg(ckpt, *extra):
+    return load_config(
+        None,
+        [
+            f"score.scorer.checkpoint={ckpt}",
+            "detect.detector.device=cpu",
+            "score.scorer.device=cpu",
+            *FAST,
+            *extra,
+        ],
+    )
+
+
+def _frames_of(video: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    out = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return out
+
+
+@pytest.fixture(scope="module")
+def video_run(ray_local, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("videos")
+    videos = [
+        shared_path("videos", "short_hamilton_clip.mp4"),
+        shared_path("videos", "facenet_example.mp4"),
+    ]
+    cfg = _cfg(tiny_checkpoint, "decode.chunk_frames=40")
+    frames = run([str(v) for v in videos], out, cfg, progress=False)
+    return videos, out, frames, cfg
+
+
+@pytest.mark.slow
+def test_every_video_frame_once_and_faces_match_detector(video_run):
+    videos, out, frames, cfg = video_run
+    faces = pd.read_parquet(out / "faces.parquet")
+    assert frames.equals(pd.read_parquet(out / "frames.parquet"))
+    det = build_detector(DetectorConfig(device="cpu", max_side=640))
+    for v in videos:
+        ref_frames = _frames_of(v)
+        got = frames[frames["source"] == str(v)]
+        assert list(got["frame_index"]) == list(range(len(ref_frames)))  # once, in order
+        assert set(got["status"]) <= {"ok", "no_face"}
+        fps = cv2.VideoCapture(str(v)).get(cv2.CAP_PROP_FPS)
+        np.testing.assert_allclose(got["timestamp_s"], np.arange(len(ref_frames)) / fps)
+        vf = faces[(faces["source"] == str(v)) & (faces["status"] == "ok")]
+        # the detector alone, on every 7th frame (chunk borders included), finds the same faces
+        for i in range(0, len(ref_frames), 7):
+            ref = det.detect([ref_frames[i]])[0]
+            ours = vf[vf["frame_index"] == i]
+            assert len(ours) == len(ref), (v.name, i)
+            if len(ref):
+                boxes = np.stack(ours["box"].map(np.asarray).to_list())
+                assert min(x for _, _, x in match_boxes(boxes, ref.boxes)) > 0.999
+        n_faces = vf.groupby("frame_index").size().reindex(got["frame_index"], fill_value=0)
+        np.testing.assert_array_equal(n_faces.to_numpy(), got["n_faces"].to_numpy())
+
+
+def test_summary_and_reasons(video_run):
+    import json
+
+    _, out, frames, _ = video_run
+    s = json.loads((out / "summary.json").read_text())
+    assert s["counts"]["frames"] == len(frames) == 275 + 105
+    assert s["counts"]["frames_kept"] + s["counts"]["frames_rejected"] == len(frames)
+    assert len(s["model"]["sha256"]) == 64 and "torch" in s["versions"]
+    assert s["config"]["detect"]["detector"]["max_side"] == 640
+    for k in ("decode_s", "detect_s", "score_s", "write_s", "wall"):
+        assert s["timing_s"][k] > 0
+    assert frames["reason"].str.len().gt(0).all()
+
+
+def test_bad_inputs_are_error_rows(ray_local, tiny_checkpoint, tmp_path):
+    src = shared_path("videos", "short_hamilton_clip.mp4")
+    data = src.read_bytes()
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "corrupt.mp4").write_bytes(os.urandom(50_000))
+    (inp / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (inp / "notes.jpg").write_text("not an image")
+    shutil.copy(shared_path("images", "obama-240p.jpg"), inp / "good.jpg")
+    out = tmp_path / "out"
+    from pipeline.cli import main
+
+    code = main(
+        [
+            "run",
+            str(inp),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            f"score.scorer.checkpoint={tiny_checkpoint}",
+            *sum([["--set", s] for s in FAST], []),
+        ]
+    )
+    assert code == 0
+    frames = pd.read_parquet(out / "frames.parquet")
+    by = frames.groupby(frames["source"].map(lambda s: Path(s).name))
+    corrupt = by.get_group("corrupt.mp4")
+    assert list(corrupt["status"]) == ["error"] and "corrupt.mp4" in corrupt["error"].iloc[0]
+    notes = by.get_group("notes.jpg")
+    assert list(notes["status"]) == ["error"] and "not a recognised image" in notes["error"].iloc[0]
+    assert list(by.get_group("good.jpg")["status"]) == ["ok"]
+    trunc = by.get_group("truncated.mp4")
+    # a truncated MP4 either fails to open (one error row) or yields the frames before the cut
+    assert (list(trunc["status"]) == ["error"]) or (trunc["frame_index"].min() == 0)
+    import json
+
+    s = json.loads((out / "summary.json").read_text())
+    assert s["counts"]["frame_errors"] >= 2
+
+
+def test_missing_input_and_bad_config_fail_before_work(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["run", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope.mp4" in capsys.readouterr().err
+    img = shared_path("images", "obama-240p.jpg")
+    assert (
+        main(["run", str(img), "--out", str(tmp_path / "o"), "--set", "threshold.min_qualty=3"])
+        == 2
+    )
+    assert "min_qualty" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "frames.parquet").exists()
+
+
+def test_resume_after_interruption_equals_clean_run(
+    ray_local, tiny_checkpoint, tmp_path, monkeypatch
+):
+    import pipeline.graph as graph
+
+    inputs = [
+        str(shared_path("images", n))
+        for n in ("obama-240p.jpg", "two_people.jpg", "obama_small.jpg")
+    ]
+    cfg = _cfg(tiny_checkpoint, "output.wave_sources=1", "threshold.min_quality=-1000")
+    clean = run(inputs, tmp_path / "clean", cfg, progress=False)
+
+    real = graph.build_dataset
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second wave
+        return real(*a, **k)
+
+    monkeypatch.setattr(graph, "build_dataset", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run(inputs, tmp_path / "resumed", cfg, progress=False)
+    assert not (tmp_path / "resumed" / "frames.parquet").exists()
+    monkeypatch.setattr(graph, "build_dataset", real)
+    resumed = run(inputs, tmp_path / "resumed", cfg, resume=True, progress=False)
+    pd.testing.assert_frame_equal(clean, resumed)
+    a = pd.read_parquet(tmp_path / "clean" / "faces.parquet")
+    b = pd.read_parquet(tmp_path / "resumed" / "faces.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    import json
+
+    assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_sources"] == 1
+
+
+class DyingDetect(DetectStage):
+    """Kills its own worker process the first time it sees frame 39 (fault injection)."""
+
+    marker: str = ""
+
+    def __call__(self, batch):
+        if 39 in set(int(i) for i in batch["frame_index"]) and not os.path.exists(self.marker):
+            Path(self.marker).write_text("died")
+            os._exit(1)
+        return super().__call__(batch)
+
+
+@pytest.mark.slow
+def test_killed_worker_loses_and_duplicates_nothing(ray_local, tiny_checkpoint, tmp_path):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "died.txt"
+    dying = type("DyingDetectHere", (DyingDetect,), {"marker": str(marker)})
+    video = shared_path("videos", "short_hamilton_clip.mp4")
+    cfg = _cfg(tiny_checkpoint, "decode.stride=3", "decode.chunk_frames=10")
+    frames = run(
+        [str(video)], tmp_path / "out", cfg, progress=False, stage_classes={"detect": dying}
+    )
+    assert marker.exists()  # the worker really died
+    assert list(frames["frame_index"]) == list(range(0, 275, 3))
+    assert not frames.duplicated(["source", "frame_index"]).any()
+
+
+# Last in the module: it runs a second Ray cluster beside the session's.
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_against_a_real_ray_head(tiny_checkpoint, tmp_path):
+    port = _free_port()
+    ray_exe = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen(
+        [
+            str(ray_exe),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--block",
+            "--include-dashboard=false",
+            f"--temp-dir={tmp_path / 'ray'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(8)
+        out = tmp_path / "out"
+        exe = Path(sys.executable).with_name("faceiqa")
+        r = subprocess.run(
+            [
+                str(exe),
+                "run",
+                str(shared_path("images", "two_people.jpg")),
+                "--out",
+                str(out),
+                "--ray-address",
+                f"127.0.0.1:{port}",
+                "--quiet",
+                "--set",
+                f"score.scorer.checkpoint={tiny_checkpoint}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        frames = pd.read_parquet(out / "frames.parquet")
+        assert len(frames) == 1 and frames["n_faces"].iloc[0] == 2
+        assert "Started a local Ray instance" not in r.stderr  # it joined the head
+    finally:
+        os.killpg(head.pid, 15)  # the head's whole process group: gcs, raylet, workers
+        head.wait(timeout=60)

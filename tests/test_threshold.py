@@ -1,0 +1,104 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from workers.threshold import FRAME_COLUMNS, ThresholdConfig, ThresholdStage
+
+
+def _faces(rows):
+    cols = [
+        "source",
+        "frame_index",
+        "face_index",
+        "quality",
+        "face_size",
+        "det_prob",
+        "status",
+        "error",
+        "timestamp_s",
+    ]
+    out = []
+    for r in rows:
+        d = dict(zip(cols, r + [np.nan] * (len(cols) - len(r))))
+        d.setdefault("error", "")
+        if not isinstance(d["error"], str):
+            d["error"] = ""
+        out.append(d)
+    return pd.DataFrame(out)
+
+
+FACES = _faces(
+    [
+        # source, frame, face, quality, size, det_prob, status
+        ["v", 0, 0, 80.0, 100.0, 0.99, "ok"],
+        ["v", 0, 1, 20.0, 30.0, 0.99, "ok"],
+        ["v", 1, 0, 30.0, 120.0, 0.99, "ok"],
+        ["v", 2, -1, np.nan, np.nan, np.nan, "no_face"],
+        ["v", 3, -1, np.nan, np.nan, np.nan, "error", "v: frame 3 could not be decoded"],
+        ["v", 4, 0, 60.0, 50.0, 0.80, "ok"],
+        ["w", 0, 0, 90.0, 200.0, 0.999, "ok"],
+    ]
+)
+
+
+def test_face_rules_and_reasons():
+    st = ThresholdStage(ThresholdConfig(min_quality=40, min_face_size=40, min_det_prob=0.9))
+    out = st({c: FACES[c].to_numpy() for c in FACES.columns})
+    assert list(out["face_pass"]) == [True, False, False, False, False, False, True]
+    r = list(out["face_reason"])
+    assert r[1] == "quality 20.0 < 40" and r[2] == "quality 30.0 < 40"
+    assert r[3] == "no face" and r[4] == "error" and r[5].startswith("det_prob 0.800")
+
+
+def test_frame_rules():
+    any_f = ThresholdStage(ThresholdConfig(min_quality=40)).decide(FACES)[1]
+    assert list(any_f.columns) == FRAME_COLUMNS
+    assert list(any_f["keep"]) == [True, False, False, False, True, True]
+    assert list(any_f["reason"])[:4] == [
+        "a face passes",
+        "no face passes (quality 30.0 < 40)",
+        "no face",
+        "error",
+    ]
+    assert any_f.loc[3, "error"] == "v: frame 3 could not be decoded"
+    assert list(any_f["n_faces"]) == [2, 1, 0, 0, 1, 1]
+    assert any_f.loc[0, "best_quality"] == 80.0
+    all_f = ThresholdStage(ThresholdConfig(min_quality=40, frame_rule="all")).decide(FACES)[1]
+    assert not all_f.loc[0, "keep"] and "not all faces pass" in all_f.loc[0, "reason"]
+    big = ThresholdStage(ThresholdConfig(min_quality=40, frame_rule="largest")).decide(FACES)[1]
+    assert big.loc[0, "keep"] and big.loc[0, "reason"] == "largest face passes"
+    one = ThresholdStage(ThresholdConfig(min_quality=10, max_faces=1)).decide(FACES)[1]
+    assert not one.loc[0, "keep"] and one.loc[0, "reason"] == "2 faces > max 1"
+
+
+def test_face_keep_follows_frame_decision():
+    faces, frames = ThresholdStage(ThresholdConfig(min_quality=40, frame_rule="all")).decide(FACES)
+    # face 0 of frame 0 passes its own rules, but its frame is rejected
+    assert not faces.loc[0, "keep"]
+    assert faces.loc[0, "reason"].startswith("frame rejected: not all faces pass")
+    assert faces.loc[6, "keep"] and faces.loc[6, "reason"] == "kept"
+
+
+def test_top_k_and_quantile_per_source():
+    rows = [["a", i, 0, float(q), 100.0, 0.99, "ok"] for i, q in enumerate([50, 90, 70, 60, 80])]
+    rows += [["b", i, 0, float(q), 100.0, 0.99, "ok"] for i, q in enumerate([45, 95])]
+    f = _faces(rows)
+    top = ThresholdStage(ThresholdConfig(min_quality=40, policy="top_k", top_k=2)).decide(f)[1]
+    kept = top[top["keep"]]
+    assert set(zip(kept["source"], kept["frame_index"])) == {("a", 1), ("a", 4), ("b", 0), ("b", 1)}
+    assert "not in the top 2" in top.loc[0, "reason"]
+    q = ThresholdStage(ThresholdConfig(min_quality=40, policy="quantile", quantile=0.5)).decide(f)[
+        1
+    ]
+    a = q[q["source"] == "a"]
+    assert list(a["keep"]) == [False, True, True, False, True]
+    assert "below its source's 0.5-quantile (70.0)" in a.iloc[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"frame_rule": "most"}, {"policy": "best"}, {"top_k": 0}, {"quantile": 2.0}, {"max_faces": 0}],
+)
+def test_bad_config(bad):
+    with pytest.raises(ValueError):
+        ThresholdConfig(**bad)

@@ -1,0 +1,142 @@
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from face_iqa.datasets import assign_splits, cluster_identities, load_labelled
+from face_iqa.metrics import iqa_metrics
+from face_iqa.train import AugmentConfig, DataConfig, TrainConfig, evaluate, train
+from pipeline.cli import main
+
+
+def _synthetic_labelled(folder, n=24, seed=0):
+    """Textured images blurred by a known amount; the score is the sharpness."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        img = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+        img = cv2.resize(cv2.resize(img, (56, 56)), (224, 224), interpolation=cv2.INTER_NEAREST)
+        sigma = float(rng.uniform(0, 6))
+        if sigma > 0.3:
+            img = cv2.GaussianBlur(img, (0, 0), sigma)
+        p = folder / f"img{i:03d}.png"
+        cv2.imwrite(str(p), img)
+        rows.append({"path": p.name, "score": 10.0 - sigma, "identity": f"p{i % 6}"})
+    labels = folder / "labels.csv"
+    pd.DataFrame(rows).to_csv(labels, index=False)
+    return labels
+
+
+def test_loss_falls_on_a_tiny_run(tmp_path):
+    labels = _synthetic_labelled(tmp_path)
+    cfg = TrainConfig(
+        data=DataConfig(labels=str(labels), val_fraction=0.2, test_fraction=0.0),
+        epochs=5,
+        batch_size=8,
+        lr=1e-4,
+        head_lr_mult=10.0,
+        device="cpu",
+        workers=0,
+        out_dir=str(tmp_path / "run"),
+        augment=AugmentConfig(flip=False, color=0.0),
+        progress=False,
+        lr_decay_every=0,
+    )
+    summary = train(cfg, log=lambda s: None)
+    losses = [h["train_l1"] for h in summary["history"]]
+    assert len(losses) == 5
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert (tmp_path / "run" / "best.pt").is_file()
+    # the checkpoint works with eval, and carries its card
+    m = evaluate(labels, tmp_path / "run" / "best.pt", device="cpu")
+    assert set(m) == {"srcc", "plcc", "krcc", "rmse"}
+
+
+def test_resume_continues_from_the_saved_epoch(tmp_path):
+    labels = _synthetic_labelled(tmp_path, n=12)
+    base = dict(
+        data=DataConfig(labels=str(labels), val_fraction=0.3, test_fraction=0.0),
+        batch_size=8,
+        device="cpu",
+        workers=0,
+        out_dir=str(tmp_path / "run"),
+        progress=False,
+    )
+    train(TrainConfig(epochs=1, **base), log=lambda s: None)
+    logs = []
+    s = train(TrainConfig(epochs=2, resume=True, **base), log=logs.append)
+    assert any("resumed after epoch 1" in m for m in logs)
+    assert [h["epoch"] for h in s["history"]] == [1, 2]
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2]
+
+
+def test_hyper_network_keeps_training_after_first_epoch(tmp_path):
+    """The authors' script froze the hyper network after epoch 1; ours must not."""
+    import torch
+
+    from face_iqa.checkpoint import build_model
+
+    labels = _synthetic_labelled(tmp_path, n=8)
+    base = dict(
+        data=DataConfig(labels=str(labels), val_fraction=0.25, test_fraction=0.0),
+        batch_size=8,
+        device="cpu",
+        workers=0,
+        out_dir=str(tmp_path / "run"),
+        progress=False,
+        lr_decay_every=0,
+    )
+    train(TrainConfig(epochs=1, **base), log=lambda s: None)
+    after1, _ = build_model(tmp_path / "run" / "last.pt")
+    train(TrainConfig(epochs=2, resume=True, **base), log=lambda s: None)
+    after2, _ = build_model(tmp_path / "run" / "last.pt")
+    w1 = after1.hyper.w_convs[0].weight
+    w2 = after2.hyper.w_convs[0].weight
+    assert not torch.equal(w1, w2)
+
+
+def test_labelled_set_normalises_and_splits_by_identity(tmp_path):
+    t = pd.DataFrame(
+        {
+            "path": [f"a{i}.png" for i in range(20)],
+            "score": np.linspace(1, 5, 20),
+            "identity": [f"id{i // 4}" for i in range(20)],
+        }
+    )
+    f = tmp_path / "l.parquet"
+    t.to_parquet(f)
+    ls = load_labelled(f)
+    assert ls.score_min == 1 and ls.score_max == 5
+    assert ls.table["score"].min() == 0 and ls.table["score"].max() == 100
+    assert ls.table["path"].iloc[0] == str(tmp_path / "a0.png")
+    sp = assign_splits(ls.table, 0.2, 0.2, seed=1)
+    assert sp.groupby("identity")["split"].nunique().max() == 1  # no identity spans splits
+    assert set(sp["split"]) == {"train", "val", "test"}
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"path": ["x"], "quality": [1]}).to_csv(bad)
+    with pytest.raises(ValueError, match=r"bad\.csv.*score"):
+        load_labelled(bad)
+
+
+def test_cluster_identities():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 128), rng.normal(0, 1, 128)
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    d = np.stack([a, a + 0.01, b, b - 0.01, a + 0.02])
+    lab = cluster_identities(d, 0.5)
+    assert list(lab) == [0, 0, 1, 1, 0]
+
+
+def test_metrics():
+    m = iqa_metrics(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 45.0]))
+    assert m["srcc"] == pytest.approx(1) and m["krcc"] == pytest.approx(1)
+    assert m["plcc"] > 0.98 and m["rmse"] > 0
+    assert iqa_metrics(np.array([1, 2, 3.0]), np.array([3, 2, 1.0]))["srcc"] == pytest.approx(-1)
+
+
+def test_train_cli_bad_key(capsys):
+    assert main(["train", "--set", "epoch=3"]) != 0
+    assert "epoch" in capsys.readouterr().err

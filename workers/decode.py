@@ -1,0 +1,294 @@
+"""Sources and decoding: turn input paths into decode tasks, and tasks into frame batches.
+
+A task is one image, a few images, or one chunk of a video's frames, so a long video streams
+through the pipeline chunk by chunk instead of being loaded whole. Every frame a task
+should produce appears in its output exactly once: decoded, or as an error row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from face_iqa.images import ImageError, load_image
+from face_iqa.schema import STATUS_ERROR, STATUS_OK
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "DecodeConfig",
+    "DecodeStage",
+    "is_video",
+    "make_tasks",
+    "probe_video",
+]
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+)
+
+
+_NO_FRAME = np.zeros((0, 0, 3), np.uint8)
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Attributes:
+    stride: take every N-th frame of a video (ignored when ``fps`` is set).
+    fps: target frames per second (sampling the nearest frames); ``null`` uses ``stride``.
+    chunk_frames: sampled frames per video task.
+    images_per_task: images per image task.
+    """
+
+    stride: int = 1
+    fps: float | None = None
+    chunk_frames: int = 32
+    images_per_task: int = 8
+
+    def __post_init__(self) -> None:
+        if self.stride < 1 or self.chunk_frames < 1 or self.images_per_task < 1:
+            raise ValueError("decode.stride, chunk_frames and images_per_task must be >= 1")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"decode.fps must be > 0 or null, got {self.fps}")
+
+
+def probe_video(path: str | Path) -> tuple[int, float]:
+    """``(frame count, fps)`` from the container; ``(0, 0.0)`` when it cannot be opened."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0, 0.0
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        return max(n, 0), fps if math.isfinite(fps) else 0.0
+    finally:
+        cap.release()
+
+
+def _video_step(cfg: DecodeConfig, fps: float) -> float:
+    if cfg.fps is not None and fps > 0:
+        return max(1.0, fps / cfg.fps)
+    return float(cfg.stride)
+
+
+def make_tasks(sources: list[Path], cfg: DecodeConfig) -> list[dict[str, Any]]:
+    """Decode tasks for the sources, in order. A video whose container reports no frames
+    gets one open-ended task (it is decoded to its end; errors become rows)."""
+    tasks: list[dict[str, Any]] = []
+    images: list[str] = []
+
+    def flush() -> None:
+        if images:
+            tasks.append(
+                {
+                    "kind": "images",
+                    "source": list(images),
+                    "start": 0,
+                    "stop": -1,
+                    "step": 1.0,
+                    "fps": 0.0,
+                    "last": True,
+                }
+            )
+            images.clear()
+
+    for p in sources:
+        if not is_video(p):
+            images.append(str(p))
+            if len(images) >= cfg.images_per_task:
+                flush()
+            continue
+        n, fps = probe_video(p)
+        step = _video_step(cfg, fps)
+        span = max(1, int(round(cfg.chunk_frames * step)))
+        if n <= 0:
+            tasks.append(
+                {
+                    "kind": "video",
+                    "source": [str(p)],
+                    "start": 0,
+                    "stop": -1,
+                    "step": step,
+                    "fps": fps,
+                    "last": True,
+                }
+            )
+            continue
+        starts = list(range(0, n, span))
+        for j, s in enumerate(starts):
+            last = j == len(starts) - 1
+            # the last chunk runs to the real end, in case the container undercounts
+            tasks.append(
+                {
+                    "kind": "video",
+                    "source": [str(p)],
+                    "start": s,
+                    "stop": -1 if last else s + span,
+                    "step": step,
+                    "fps": fps,
+                    "last": last,
+                }
+            )
+    flush()
+    return tasks
+
+
+def _sampled(i: int, step: float) -> bool:
+    """Frame ``i`` is sampled when it is the first frame at or after a multiple of ``step``
+    (frames ``ceil(k * step)`` for k = 0, 1, 2, ...)."""
+    if step == 1.0:
+        return True
+    k = math.floor(i / step + 1e-9)
+    return int(math.ceil(k * step - 1e-9)) == i
+
+
+def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
+    src = task["source"][0]
+    start, stop, step, fps = task["start"], task["stop"], task["step"], task["fps"]
+    rows: list[dict[str, Any]] = []
+    cap = cv2.VideoCapture(src)
+    if not cap.isOpened():
+        if start == 0:
+            rows.append(
+                {
+                    "source": src,
+                    "frame_index": -1,
+                    "timestamp_s": np.nan,
+                    "frame": None,
+                    "status": STATUS_ERROR,
+                    "error": f"{src}: cannot open video (corrupt, truncated or unsupported)",
+                }
+            )
+        return rows
+    try:
+        if start > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+            pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            if pos != start:  # inexact seek: walk from the start instead
+                cap.release()
+                cap = cv2.VideoCapture(src)
+                for _ in range(start):
+                    if not cap.grab():
+                        break
+        i = start
+        failures = 0
+        while stop < 0 or i < stop:
+            ok = cap.grab()
+            if not ok:
+                break
+            if _sampled(i, step):
+                ok, bgr = cap.retrieve()
+                ts = i / fps if fps > 0 else np.nan
+                if ok and bgr is not None:
+                    rows.append(
+                        {
+                            "source": src,
+                            "frame_index": i,
+                            "timestamp_s": ts,
+                            "frame": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                            "status": STATUS_OK,
+                            "error": "",
+                        }
+                    )
+                else:
+                    failures += 1
+                    rows.append(
+                        {
+                            "source": src,
+                            "frame_index": i,
+                            "timestamp_s": ts,
+                            "frame": None,
+                            "status": STATUS_ERROR,
+                            "error": f"{src}: frame {i} could not be decoded",
+                        }
+                    )
+            i += 1
+        if start == 0 and i == 0:
+            rows.append(
+                {
+                    "source": src,
+                    "frame_index": -1,
+                    "timestamp_s": np.nan,
+                    "frame": None,
+                    "status": STATUS_ERROR,
+                    "error": f"{src}: video has no decodable frames",
+                }
+            )
+    finally:
+        cap.release()
+    return rows
+
+
+def _decode_images(task: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for src in task["source"]:
+        try:
+            frame, status, error = load_image(src), STATUS_OK, ""
+        except ImageError as e:
+            frame, status, error = None, STATUS_ERROR, str(e)
+        rows.append(
+            {
+                "source": src,
+                "frame_index": 0,
+                "timestamp_s": np.nan,
+                "frame": frame,
+                "status": status,
+                "error": error,
+            }
+        )
+    return rows
+
+
+class DecodeStage:
+    """Decode tasks (a batch of task rows) into a frame batch for ``DetectStage``.
+
+    Output columns: ``source``, ``frame_index``, ``timestamp_s``, ``frame`` (object array of
+    ``uint8`` HxWx3, None on error rows), ``status``, ``error``, ``decode_s`` (per-row share
+    of the decode time).
+    """
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        rows: list[dict[str, Any]] = []
+        n = len(batch["kind"])
+        for i in range(n):
+            task = {k: batch[k][i] for k in batch}
+            task["source"] = [str(s) for s in task["source"]]
+            try:
+                rows += _decode_video(task) if task["kind"] == "video" else _decode_images(task)
+            except Exception as e:  # noqa: BLE001 - a decoder crash is one error row
+                for s in task["source"]:
+                    rows.append(
+                        {
+                            "source": s,
+                            "frame_index": -1,
+                            "timestamp_s": np.nan,
+                            "frame": None,
+                            "status": STATUS_ERROR,
+                            "error": f"{s}: decoding failed ({e!r})",
+                        }
+                    )
+        frames = np.empty(len(rows), dtype=object)
+        for j, r in enumerate(rows):
+            # an empty image stands in for a missing frame: a column of uint8 arrays only
+            # travels through Ray as a (ragged) tensor column
+            frames[j] = r["frame"] if r["frame"] is not None else _NO_FRAME
+        dt = (time.perf_counter() - t0) / max(len(rows), 1)
+        return {
+            "source": np.array([r["source"] for r in rows], dtype=object).astype(str),
+            "frame_index": np.array([r["frame_index"] for r in rows], np.int64),
+            "timestamp_s": np.array([r["timestamp_s"] for r in rows], np.float64),
+            "frame": frames,
+            "status": np.array([r["status"] for r in rows], dtype=object).astype(str),
+            "error": np.array([r["error"] for r in rows], dtype=object).astype(str),
+            "decode_s": np.full(len(rows), dt),
+        }

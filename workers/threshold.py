@@ -1,0 +1,229 @@
+"""Threshold stage: which faces and frames to keep, with a reason for every decision.
+
+Two steps, because the frame rule and the per-source policies need all the faces of a
+frame / of a source, which a streaming batch does not guarantee:
+
+- ``ThresholdStage(cfg)(batch)``: the face rules, row by row (streaming; adds
+  ``face_pass`` and ``face_reason``).
+- ``ThresholdStage(cfg).decide(faces)``: on the face table of whole sources (pandas), the
+  frame rule and the per-source policy; returns the final face and frame tables with
+  ``keep`` and ``reason``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from face_iqa.schema import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, check_batch
+
+__all__ = ["FRAME_COLUMNS", "ThresholdConfig", "ThresholdStage"]
+
+FRAME_COLUMNS = [
+    "source",
+    "frame_index",
+    "timestamp_s",
+    "n_faces",
+    "best_quality",
+    "keep",
+    "reason",
+    "status",
+    "error",
+]
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """Attributes:
+    min_quality: faces scoring below are rejected (the model's scale, 0-100).
+    min_face_size: faces whose box's shorter side is below this (pixels) are rejected.
+    min_det_prob: faces with a lower detection probability are rejected.
+    frame_rule: ``any`` (keep a frame if any face passes), ``all`` (every face passes),
+        ``largest`` (its largest face passes).
+    max_faces: reject frames with more faces than this (``null``: no limit).
+    policy: per source, among frames that pass: ``all`` keeps them all, ``top_k`` keeps
+        the ``top_k`` best, ``quantile`` keeps those at or above the source's ``quantile``.
+    top_k: frames kept per source by ``top_k``.
+    quantile: in [0, 1], for ``quantile``.
+    """
+
+    min_quality: float = 40.0
+    min_face_size: float = 0.0
+    min_det_prob: float = 0.0
+    frame_rule: str = "any"
+    max_faces: int | None = None
+    policy: str = "all"
+    top_k: int = 5
+    quantile: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.frame_rule not in ("any", "all", "largest"):
+            raise ValueError(
+                f"threshold.frame_rule must be any/all/largest, got {self.frame_rule!r}"
+            )
+        if self.policy not in ("all", "top_k", "quantile"):
+            raise ValueError(f"threshold.policy must be all/top_k/quantile, got {self.policy!r}")
+        if self.top_k < 1:
+            raise ValueError(f"threshold.top_k must be >= 1, got {self.top_k}")
+        if not 0.0 <= self.quantile <= 1.0:
+            raise ValueError(f"threshold.quantile must be in [0, 1], got {self.quantile}")
+        if self.max_faces is not None and self.max_faces < 1:
+            raise ValueError(f"threshold.max_faces must be >= 1 or null, got {self.max_faces}")
+
+
+class ThresholdStage:
+    """See the module docstring."""
+
+    def __init__(self, cfg: ThresholdConfig | None = None) -> None:
+        self.cfg = cfg or ThresholdConfig()
+
+    def face_rules(
+        self,
+        status: np.ndarray,
+        quality: np.ndarray,
+        face_size: np.ndarray,
+        det_prob: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(passes, reason)`` per face row."""
+        c = self.cfg
+        n = len(status)
+        passes = np.zeros(n, bool)
+        reason = np.empty(n, object)
+        for i in range(n):
+            if status[i] == STATUS_ERROR:
+                reason[i] = "error"
+            elif status[i] == STATUS_NO_FACE:
+                reason[i] = "no face"
+            elif not np.isfinite(quality[i]):
+                reason[i] = "not scored"
+            elif quality[i] < c.min_quality:
+                reason[i] = f"quality {quality[i]:.1f} < {c.min_quality:g}"
+            elif face_size[i] < c.min_face_size:
+                reason[i] = f"face {face_size[i]:.0f}px < {c.min_face_size:g}px"
+            elif det_prob[i] < c.min_det_prob:
+                reason[i] = f"det_prob {det_prob[i]:.3f} < {c.min_det_prob:g}"
+            else:
+                passes[i] = True
+                reason[i] = "pass"
+        return passes, reason.astype(str)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_batch(batch, ("status", "quality", "face_size", "det_prob"), "ThresholdStage")
+        out = dict(batch)
+        out["face_pass"], out["face_reason"] = self.face_rules(
+            np.asarray(batch["status"]).astype(str),
+            np.asarray(batch["quality"], np.float64),
+            np.asarray(batch["face_size"], np.float64),
+            np.asarray(batch["det_prob"], np.float64),
+        )
+        return out
+
+    def decide(self, faces: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Final decisions for whole sources.
+
+        Args:
+            faces: face rows (with ``face_pass``/``face_reason``, or they are computed here)
+                of complete sources: every frame has at least one row.
+
+        Returns:
+            ``(faces, frames)``: faces with ``keep``/``reason``; one frame row per
+            (source, frame_index) with the columns of :data:`FRAME_COLUMNS`.
+        """
+        c = self.cfg
+        f = faces.copy()
+        if "face_pass" not in f.columns:
+            f["face_pass"], f["face_reason"] = self.face_rules(
+                f["status"].to_numpy(str),
+                f["quality"].to_numpy(np.float64),
+                f["face_size"].to_numpy(np.float64),
+                f["det_prob"].to_numpy(np.float64),
+            )
+        is_face = f["status"] == STATUS_OK
+        f["_area"] = np.where(is_face, f["face_size"].fillna(0.0) ** 2, -1.0)
+        rows = []
+        for (src, idx), g in f.groupby(["source", "frame_index"], sort=True):
+            faces_g = g[g["status"] == STATUS_OK]
+            n = len(faces_g)
+            err = g["status"].eq(STATUS_ERROR) & g["face_index"].lt(0)
+            status = STATUS_ERROR if err.any() else (STATUS_OK if n else STATUS_NO_FACE)
+            error = "; ".join(m for m in g.loc[g["status"] == STATUS_ERROR, "error"] if m)
+            best_q = float(faces_g["quality"].max()) if n else np.nan
+            passing = faces_g[faces_g["face_pass"]]
+            if status == STATUS_ERROR:
+                keep, reason, score = False, "error", np.nan
+            elif n == 0:
+                keep, reason, score = False, "no face", np.nan
+            elif c.max_faces is not None and n > c.max_faces:
+                keep, reason, score = False, f"{n} faces > max {c.max_faces}", np.nan
+            elif c.frame_rule == "any":
+                keep = len(passing) > 0
+                score = float(passing["quality"].max()) if keep else np.nan
+                reason = "a face passes" if keep else f"no face passes ({_first(faces_g)})"
+            elif c.frame_rule == "all":
+                keep = len(passing) == n
+                score = float(faces_g["quality"].min()) if keep else np.nan
+                bad = faces_g[~faces_g["face_pass"]]
+                reason = "all faces pass" if keep else f"not all faces pass ({_first(bad)})"
+            else:  # largest
+                big = faces_g.loc[faces_g["_area"].idxmax()]
+                keep = bool(big["face_pass"])
+                score = float(big["quality"]) if keep else np.nan
+                reason = "largest face passes" if keep else f"largest face: {big['face_reason']}"
+            rows.append(
+                {
+                    "source": src,
+                    "frame_index": int(idx),
+                    "timestamp_s": float(g["timestamp_s"].iloc[0])
+                    if "timestamp_s" in g
+                    else np.nan,
+                    "n_faces": n,
+                    "best_quality": best_q,
+                    "keep": bool(keep),
+                    "reason": reason,
+                    "status": status,
+                    "error": error,
+                    "_score": score,
+                }
+            )
+        frames = pd.DataFrame(rows, columns=FRAME_COLUMNS + ["_score"])
+        frames = self._source_policy(frames)
+        kept = frames.set_index(["source", "frame_index"])["keep"]
+        freason = frames.set_index(["source", "frame_index"])["reason"]
+        key = list(zip(f["source"], f["frame_index"]))
+        frame_keep = kept.reindex(key).to_numpy(bool)
+        frame_reason = freason.reindex(key).to_numpy(str)
+        f["keep"] = f["face_pass"].to_numpy(bool) & frame_keep
+        f["reason"] = np.where(
+            ~f["face_pass"].to_numpy(bool),
+            f["face_reason"].to_numpy(str),
+            np.where(frame_keep, "kept", np.char.add("frame rejected: ", frame_reason)),
+        )
+        return f.drop(columns=["_area"]), frames.drop(columns=["_score"])
+
+    def _source_policy(self, frames: pd.DataFrame) -> pd.DataFrame:
+        c = self.cfg
+        if c.policy == "all" or frames.empty:
+            return frames
+        frames = frames.copy()
+        for _src, g in frames[frames["keep"]].groupby("source"):
+            scores = g["_score"]
+            if c.policy == "top_k":
+                order = scores.sort_values(ascending=False, kind="stable")
+                drop = order.index[c.top_k :]
+                frames.loc[drop, "keep"] = False
+                frames.loc[drop, "reason"] = f"not in the top {c.top_k} of its source"
+                frames.loc[order.index[: c.top_k], "reason"] = f"top {c.top_k} of its source"
+            else:
+                cut = float(np.quantile(scores, c.quantile))
+                drop = scores.index[scores < cut]
+                frames.loc[drop, "keep"] = False
+                frames.loc[drop, "reason"] = (
+                    f"below its source's {c.quantile:g}-quantile ({cut:.1f})"
+                )
+        return frames
+
+
+def _first(g: pd.DataFrame) -> str:
+    return str(g["face_reason"].iloc[0]) if len(g) else ""
