@@ -422,14 +422,15 @@ def export_model(
         },
     )
     path = save_checkpoint(model, card, out / name, half=True)
-    labels = pd.read_parquet(summary["data"]["labels"])
+    dcfg = summary["config"]["data"]
     table = assign_splits(
         load_labelled(summary["data"]["labels"]).table,
-        summary["config"]["data"]["val_fraction"],
-        summary["config"]["data"]["test_fraction"],
-        summary["config"]["data"]["split_seed"],
+        dcfg["val_fraction"],
+        dcfg["test_fraction"],
+        dcfg["split_seed"],
     )
-    test_src = sorted(set(labels.loc[table["split"].to_numpy() == "test", "source"]))
+    src_col = "source" if "source" in table.columns else "path"
+    test_src = sorted(set(table.loc[table["split"] == "test", src_col]))
     photos = [s for s in test_src if not s.lower().endswith((".mp4", ".avi", ".mov", ".mkv"))]
     (out / "heldout.json").write_text(
         json.dumps(
@@ -442,6 +443,7 @@ def export_model(
     n = summary["data"]["n"]
     ids = summary["data"]["identities"]
     cfg = summary["config"]
+    syn = cfg["data"].get("synthetic")
     lines = [
         "# Model card: face_hyperiqa_lite0 (the embedded default)",
         "",
@@ -449,15 +451,23 @@ def export_model(
         "predict how recognisable a face crop is (0-100, higher is better).",
         "",
         "## Data",
-        f"- Clean faces: every shared photo and every frame of both shared videos "
-        f"({cfg['data']['synthetic']}), MTCNN-detected, aligned to 224x224; faces under "
-        "80 px are not used as clean references.",
-        f"- Each clean crop plus {cfg['data']['synthetic']['variants']} degraded copies "
-        "(albumentations: blur, noise, JPEG, downscale, exposure, gamma, contrast, "
-        "occlusion, and combinations), severities recorded in `labels.parquet`.",
-        "- Label: recognition utility, `100 * clip(1 - d / 0.6, 0, 1)` with `d` the dlib "
-        "descriptor distance between the clean and the degraded crop (0.6: dlib's "
-        "same-person threshold).",
+        (
+            f"- Clean faces: MTCNN-detected and aligned (224x224) from "
+            f"{syn['images'] + syn['videos']}; faces under {syn['min_face_size']} px are not "
+            "used as clean references."
+            if syn
+            else f"- Labelled set: {summary['data']['labels']}."
+        ),
+        (
+            f"- Each clean crop plus {syn['variants']} degraded copies (albumentations: blur, "
+            "noise, JPEG, downscale, exposure, gamma, contrast, occlusion, and combinations), "
+            "severities recorded in `labels.parquet`."
+            if syn
+            else ""
+        ),
+        "- Label: recognition utility, `100 * exp(-d / 0.25)` with `d` the dlib descriptor "
+        "distance between the clean and the degraded crop (9 at dlib's same-person "
+        "threshold 0.6).",
         f"- Split by identity (dlib-descriptor clusters): train {n['train']} crops / "
         f"{ids['train']} identities, val {n['val']} / {ids['val']}, test {n['test']} / "
         f"{ids['test']} (held out: identities never seen in training; `heldout.json`).",
@@ -468,7 +478,7 @@ def export_model(
         f"- seed {cfg['seed']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam, "
         f"lr {cfg['lr']} (backbone) / x{cfg['head_lr_mult']} (LDA + hyper network), weight "
         f"decay {cfg['weight_decay']}, L1 loss, lr / 10 every {cfg['lr_decay_every']} epochs.",
-        f"- Training time: {train_minutes:.0f} minutes on {machine}." if train_minutes else "",
+        f"- Training time: {train_minutes:.0f} minutes on {machine}." if train_minutes else None,
         "",
         "## Metrics",
         f"- Best validation epoch {best['epoch']}: SRCC {best['val_srcc']:.3f}, "

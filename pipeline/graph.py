@@ -49,10 +49,13 @@ def init_ray(cfg: RayConfig) -> Any:
     if ray.is_initialized():
         return ray
     address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+    import logging
+
     kwargs: dict[str, Any] = {
         "ignore_reinit_error": True,
         "log_to_driver": False,
         "include_dashboard": False,
+        "logging_level": logging.WARNING,
     }
     if address:
         ray.init(address=address, **kwargs)
@@ -71,6 +74,8 @@ def plan_resources(cfg: RayConfig, cluster_gpus: float) -> dict[str, dict[str, A
     when the cluster has them, else CPU actors with a fractional CPU reservation."""
     gpu = cluster_gpus > 0
     n_gpu = max(1, int(cluster_gpus)) if gpu else 1
+    # Plain keyword arguments: Ray 2.60 warns that this style is deprecated, but its
+    # `ray_remote_args=` parameter ends up as an (invalid) option key in this release.
     retries = {"max_restarts": cfg.max_retries, "max_task_retries": cfg.max_retries}
     detect = {
         "batch_size": cfg.detect_batch,
@@ -88,7 +93,11 @@ def plan_resources(cfg: RayConfig, cluster_gpus: float) -> dict[str, dict[str, A
         detect["num_gpus"] = cfg.detect_gpus
         score["num_gpus"] = cfg.score_gpus
     return {
-        "decode": {"batch_size": 1, "num_cpus": 0.5, "max_retries": cfg.max_retries},
+        "decode": {
+            "batch_size": 1,
+            "num_cpus": 0.5,
+            "max_retries": cfg.max_retries,
+        },
         "detect": detect,
         "score": score,
         "threshold": {

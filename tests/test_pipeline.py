@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tests.conftest import shared_path
 from tests.util import match_boxes
 from workers.detect import DetectStage
 
-pytestmark = pytest.mark.ray
+pytestmark = pytest.mark.ray  # (the resource plan test needs no Ray, harmless)
 
 FAST = ["detect.detector.max_side=640", "ray.num_cpus=2"]
 
@@ -221,7 +222,7 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_local, tiny_checkpoint, 
     assert not frames.duplicated(["source", "frame_index"]).any()
 
 
-# Last in the module: it runs a second Ray cluster beside the session's.
+# It runs a second Ray cluster beside the session's: kept after the other Ray tests.
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,17 +233,22 @@ def _free_port() -> int:
 def test_against_a_real_ray_head(tiny_checkpoint, tmp_path):
     port = _free_port()
     ray_exe = Path(sys.executable).with_name("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Loopback only, and this throwaway head needs no token authentication. Ray's Unix
+    # socket paths must stay short: pytest's tmp_path is too long for its temp dir.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    ray_tmp = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")
     head = subprocess.Popen(
         [
             str(ray_exe),
             "start",
             "--head",
+            "--node-ip-address=127.0.0.1",
             f"--port={port}",
             "--num-cpus=2",
             "--block",
             "--include-dashboard=false",
-            f"--temp-dir={tmp_path / 'ray'}",
+            f"--temp-dir={ray_tmp}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -253,28 +259,33 @@ def test_against_a_real_ray_head(tiny_checkpoint, tmp_path):
         time.sleep(8)
         out = tmp_path / "out"
         exe = Path(sys.executable).with_name("faceiqa")
-        r = subprocess.run(
-            [
-                str(exe),
-                "run",
-                str(shared_path("images", "two_people.jpg")),
-                "--out",
-                str(out),
-                "--ray-address",
-                f"127.0.0.1:{port}",
-                "--quiet",
-                "--set",
-                f"score.scorer.checkpoint={tiny_checkpoint}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
+        log = tmp_path / "client.log"
+        with open(log, "w") as f:
+            r = subprocess.run(
+                [
+                    str(exe),
+                    "run",
+                    str(shared_path("images", "two_people.jpg")),
+                    "--out",
+                    str(out),
+                    "--ray-address",
+                    f"127.0.0.1:{port}",
+                    "--quiet",
+                    "--set",
+                    f"score.scorer.checkpoint={tiny_checkpoint}",
+                ],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=240,
+                env=env,
+            )
+        text = log.read_text()
+        assert r.returncode == 0, text[-3000:]
+        assert "Started a local Ray instance" not in text  # it joined the head
         frames = pd.read_parquet(out / "frames.parquet")
         assert len(frames) == 1 and frames["n_faces"].iloc[0] == 2
-        assert "Started a local Ray instance" not in r.stderr  # it joined the head
     finally:
         os.killpg(head.pid, 15)  # the head's whole process group: gcs, raylet, workers
         head.wait(timeout=60)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -3,9 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from face_iqa.checkpoint import ModelCard, init_backbone_imagenet, save_checkpoint
 from face_iqa.detect import DetectorConfig
-from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
 from face_iqa.images import load_image
 from face_iqa.scorer import ScorerConfig, build_scorer
 from pipeline.cli import main
@@ -15,12 +13,8 @@ from workers.score import ScoreStage, ScoreStageConfig
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    """A randomly initialised Lite0 HyperIQA: plumbing, not quality."""
-    torch.manual_seed(0)
-    card = ModelCard(arch=HyperIQAConfig.for_backbone("efficientnet_lite0"), trained_on="random")
-    model = init_backbone_imagenet(HyperIQA(card.arch))
-    return save_checkpoint(model, card, tmp_path_factory.mktemp("m") / "tiny.pt")
+def tiny_ckpt(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

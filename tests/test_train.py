@@ -140,3 +140,43 @@ def test_metrics():
 def test_train_cli_bad_key(capsys):
     assert main(["train", "--set", "epoch=3"]) != 0
     assert "epoch" in capsys.readouterr().err
+
+
+def test_export_ships_half_checkpoint_card_and_heldout(tmp_path):
+    from face_iqa.checkpoint import build_model
+
+    labels = _synthetic_labelled(tmp_path, n=16)
+    cfg = TrainConfig(
+        data=DataConfig(labels=str(labels), val_fraction=0.2, test_fraction=0.2),
+        epochs=1,
+        batch_size=8,
+        device="cpu",
+        workers=0,
+        out_dir=str(tmp_path / "run"),
+        progress=False,
+    )
+    train(cfg, log=lambda s: None)
+    assert (
+        main(
+            [
+                "export",
+                "--run",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "w"),
+                "--minutes",
+                "1",
+                "--machine",
+                "a test",
+            ]
+        )
+        == 0
+    )
+    ck = tmp_path / "w" / "face_hyperiqa_lite0.pt"
+    model, card = build_model(ck)
+    assert "test" in card.metrics and set(card.metrics["test"]) == {"srcc", "plcc", "krcc", "rmse"}
+    assert ck.stat().st_size < (tmp_path / "run" / "best.pt").stat().st_size * 0.6
+    text = (tmp_path / "w" / "MODEL_CARD.md").read_text()
+    assert "Held-out test identities: SRCC" in text and "a test" in text
+    held = json.loads((tmp_path / "w" / "heldout.json").read_text())
+    assert held["photos"]  # the test split's images

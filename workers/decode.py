@@ -151,6 +151,18 @@ def _sampled(i: int, step: float) -> bool:
     return int(math.ceil(k * step - 1e-9)) == i
 
 
+def _error_row(src: str, msg: str, frame_index: int = -1, ts: float = np.nan) -> dict[str, Any]:
+    """A frame row that failed; frame_index -1 stands for "the whole source"."""
+    return {
+        "source": src,
+        "frame_index": frame_index,
+        "timestamp_s": ts,
+        "frame": None,
+        "status": STATUS_ERROR,
+        "error": msg,
+    }
+
+
 def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
     src = task["source"][0]
     start, stop, step, fps = task["start"], task["stop"], task["step"], task["fps"]
@@ -159,14 +171,7 @@ def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
     if not cap.isOpened():
         if start == 0:
             rows.append(
-                {
-                    "source": src,
-                    "frame_index": -1,
-                    "timestamp_s": np.nan,
-                    "frame": None,
-                    "status": STATUS_ERROR,
-                    "error": f"{src}: cannot open video (corrupt, truncated or unsupported)",
-                }
+                _error_row(src, f"{src}: cannot open video (corrupt, truncated or unsupported)")
             )
         return rows
     try:
@@ -180,7 +185,6 @@ def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
                     if not cap.grab():
                         break
         i = start
-        failures = 0
         while stop < 0 or i < stop:
             ok = cap.grab()
             if not ok:
@@ -200,29 +204,10 @@ def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
                         }
                     )
                 else:
-                    failures += 1
-                    rows.append(
-                        {
-                            "source": src,
-                            "frame_index": i,
-                            "timestamp_s": ts,
-                            "frame": None,
-                            "status": STATUS_ERROR,
-                            "error": f"{src}: frame {i} could not be decoded",
-                        }
-                    )
+                    rows.append(_error_row(src, f"{src}: frame {i} could not be decoded", i, ts))
             i += 1
         if start == 0 and i == 0:
-            rows.append(
-                {
-                    "source": src,
-                    "frame_index": -1,
-                    "timestamp_s": np.nan,
-                    "frame": None,
-                    "status": STATUS_ERROR,
-                    "error": f"{src}: video has no decodable frames",
-                }
-            )
+            rows.append(_error_row(src, f"{src}: video has no decodable frames"))
     finally:
         cap.release()
     return rows
@@ -267,16 +252,7 @@ class DecodeStage:
                 rows += _decode_video(task) if task["kind"] == "video" else _decode_images(task)
             except Exception as e:  # noqa: BLE001 - a decoder crash is one error row
                 for s in task["source"]:
-                    rows.append(
-                        {
-                            "source": s,
-                            "frame_index": -1,
-                            "timestamp_s": np.nan,
-                            "frame": None,
-                            "status": STATUS_ERROR,
-                            "error": f"{s}: decoding failed ({e!r})",
-                        }
-                    )
+                    rows.append(_error_row(s, f"{s}: decoding failed ({e!r})"))
         frames = np.empty(len(rows), dtype=object)
         for j, r in enumerate(rows):
             # an empty image stands in for a missing frame: a column of uint8 arrays only
