@@ -18,6 +18,7 @@ import torch
 from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from facenet_pytorch.models.utils.detect_face import detect_face
 
+from face_iqa.fast_mtcnn import fast_detect_face
 from face_iqa.schema import check_frame
 
 __all__ = ["DetectorConfig", "Detections", "MTCNNDetector", "build_detector", "resolve_device"]
@@ -144,8 +145,9 @@ class MTCNNDetector:
         # side falls below 12 px there cannot hold a face, and facenet-pytorch would crash on it.
         if min(h, w) * 12.0 / self.cfg.min_face_size < 12.0:
             return [Detections.empty() for _ in frames]
+        run = fast_detect_face if self.cfg.backend == "fast" else detect_face
         with torch.inference_mode():
-            batch_boxes, batch_points = detect_face(
+            batch_boxes, batch_points = run(
                 np.stack(frames),
                 self.cfg.min_face_size,
                 self.pnet,
@@ -193,7 +195,7 @@ def build_detector(cfg: DetectorConfig | None = None) -> MTCNNDetector:
         net = cls(pretrained=False)
         net.load_state_dict(_facenet_state_dict(name), strict=True)
         net = net.to(device).eval()
-        if cfg.backend == "fast":
+        if cfg.backend == "fast" and device.type == "cpu":
             net = net.to(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
         nets.append(net)
     return MTCNNDetector(*nets, cfg=cfg, device=device)

@@ -8,8 +8,11 @@ What changes against ``facenet_pytorch...detect_face`` (the reference):
   ``interpolate(mode="area")`` once per box; area resampling is an average over integer
   pixel bins, which the summed-area table gives exactly (integer sums, one division), so
   the networks see the same inputs up to float rounding.
-- NMS over all pyramid levels and frames runs as one ``batched_nms`` per step (groups keep
-  frames and levels apart), and the final "Min" NMS is vectorised over a small matrix.
+- NMS keeps frames (and pyramid levels) apart by groups. On the GPU each step is one ``nms``
+  call over boxes shifted apart per group (in float64, so the shift costs no precision),
+  instead of torchvision's loop of one call and one host sync per group once there are more
+  than 5000 boxes; on the CPU, where ``nms`` is quadratic in its input, the per-group loop
+  stays. The final "Min" NMS runs on the host over the few boxes left.
 - Nothing moves to the host until the end (no per-box ``.item()``).
 
 The decision rules are the reference's: the same pyramid, thresholds (``>=`` for P-Net,
@@ -21,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 __all__ = ["fast_detect_face"]
 
@@ -41,11 +44,12 @@ def _pnet_candidates(imgs: torch.Tensor, pnet, scales: list[float], thresh: floa
     """Stage 1. Returns boxes ``(N, 9)`` [x1 y1 x2 y2 score dx1 dy1 dx2 dy2] and image ids,
     after the per-level (0.5) and per-image (0.7) NMS."""
     h, w = imgs.shape[2:]
-    all_boxes, all_img, all_group = [], [], []
-    for li, scale in enumerate(scales):
+    all_boxes, all_img = [], []
+    for scale in scales:
         data = F.interpolate(imgs, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
-        # channels-last roughly halves P-Net's time on the CPU (oneDNN's preferred layout)
-        data = ((data - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+        data = (data - 127.5) * 0.0078125
+        if not data.is_cuda:  # channels-last roughly halves P-Net's time on oneDNN (CPU)
+            data = data.contiguous(memory_format=torch.channels_last)
         reg, probs = pnet(data)
         p = probs[:, 1]
         idx = (p >= thresh).nonzero()
@@ -58,18 +62,36 @@ def _pnet_candidates(imgs: torch.Tensor, pnet, scales: list[float], thresh: floa
         y1 = torch.floor((2 * by + 1) / scale)
         x2 = torch.floor((2 * bx + 12) / scale)
         y2 = torch.floor((2 * by + 12) / scale)
-        all_boxes.append(torch.cat([torch.stack([x1, y1, x2, y2, score], 1), r], 1))
-        all_img.append(img_i)
-        all_group.append(img_i * len(scales) + li)
+        lvl = torch.cat([torch.stack([x1, y1, x2, y2, score], 1), r], 1)
+        # NMS within each frame at this level (the reference's first step) ...
+        keep = _group_nms(lvl[:, :4], lvl[:, 4], img_i, 0.5)
+        all_boxes.append(lvl[keep])
+        all_img.append(img_i[keep])
     boxes = torch.cat(all_boxes)
     img_ids = torch.cat(all_img)
-    groups = torch.cat(all_group)
-    # NMS within each (frame, level), then within each frame: the reference's two steps,
-    # each as one call (the result depends on the boxes and scores, not on their order)
-    keep = batched_nms(boxes[:, :4], boxes[:, 4], groups, 0.5)
-    boxes, img_ids = boxes[keep], img_ids[keep]
-    keep = batched_nms(boxes[:, :4], boxes[:, 4], img_ids, 0.7)
+    # ... then within each frame across levels
+    keep = _group_nms(boxes[:, :4], boxes[:, 4], img_ids, 0.7)
     return boxes[keep], img_ids[keep]
+
+
+def _group_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    groups: torch.Tensor,
+    thresh: float,
+    shift: bool | None = None,
+) -> torch.Tensor:
+    """Indices kept by NMS within each group (a box never suppresses another group's).
+    ``shift``: one call over group-shifted boxes (default on CUDA), else torchvision's
+    ``batched_nms``."""
+    if shift is None:
+        shift = boxes.is_cuda
+    if not shift or len(boxes) == 0:
+        return batched_nms(boxes, scores, groups, thresh)
+    b = boxes.to(torch.float64)
+    lo, hi = b.min(), b.max()
+    shifted = b - lo + (groups.to(torch.float64) * (hi - lo + 1))[:, None]
+    return nms(shifted, scores.to(torch.float64), thresh)
 
 
 def _square(b: torch.Tensor) -> torch.Tensor:
@@ -118,37 +140,45 @@ def _bins(
     return lo, hi
 
 
+def _integral(imgs_u8: torch.Tensor) -> torch.Tensor:
+    """Summed-area tables of a batch ``uint8 (B, H, W, 3)``: ``int32 (B, H+1, W+1, 3)``
+    (exact: a 4K frame sums to below 2**31 per channel)."""
+    b, h, w, c = imgs_u8.shape
+    integ = torch.zeros((b, h + 1, w + 1, c), dtype=torch.int32, device=imgs_u8.device)
+    integ[:, 1:, 1:] = imgs_u8
+    return integ.cumsum_(1).cumsum_(2)  # in place: one int32 copy of the batch at most
+
+
 def _area_crops(
-    imgs_u8: torch.Tensor, img_ids: torch.Tensor, regions: torch.Tensor, size: int
+    integ: torch.Tensor, img_ids: torch.Tensor, regions: torch.Tensor, size: int
 ) -> torch.Tensor:
-    """Area-resample each region of its image to ``size`` x ``size``: ``(N, 3, S, S)`` float,
-    on the raw 0-255 scale, via one integral image per frame."""
+    """Area-resample each region of its frame to ``size`` x ``size``: ``(N, 3, S, S)`` float,
+    on the raw 0-255 scale, from the frames' integral images (all boxes in one gather)."""
     n = len(regions)
-    out = torch.zeros((n, 3, size, size), dtype=torch.float32, device=imgs_u8.device)
     if n == 0:
-        return out
+        return torch.zeros((0, 3, size, size), dtype=torch.float32, device=integ.device)
     r0, r1, c0, c1 = regions.unbind(1)
     valid = (r1 > r0) & (c1 > c0)
     rl, rh = _bins(r0, (r1 - r0).clamp(min=1), size)
     cl, ch = _bins(c0, (c1 - c0).clamp(min=1), size)
     area = ((rh - rl)[:, :, None] * (ch - cl)[:, None, :]).to(torch.float32)
-    for b in torch.unique(img_ids).tolist():
-        sel = (img_ids == b).nonzero().squeeze(1)
-        img = imgs_u8[b].to(torch.int32)  # (H, W, 3)
-        integ = F.pad(img.cumsum(0).cumsum(1), (0, 0, 1, 0, 1, 0))  # (H+1, W+1, 3)
-        a, bb, c, d = rl[sel], rh[sel], cl[sel], ch[sel]
-        s = (
-            integ[bb[:, :, None], d[:, None, :]]
-            - integ[a[:, :, None], d[:, None, :]]
-            - integ[bb[:, :, None], c[:, None, :]]
-            + integ[a[:, :, None], c[:, None, :]]
-        )
-        out[sel] = (s.to(torch.float32) / area[sel][..., None]).permute(0, 3, 1, 2)
-    out[~valid] = 0.0
-    return out
+    # a region wholly outside the frame is invalid (zeroed below); keep its reads in bounds
+    hmax, wmax = integ.shape[1] - 1, integ.shape[2] - 1
+    rl, rh = rl.clamp(0, hmax), rh.clamp(0, hmax)
+    cl, ch = cl.clamp(0, wmax), ch.clamp(0, wmax)
+    b = img_ids[:, None, None]
+    s = (
+        integ[b, rh[:, :, None], ch[:, None, :]]
+        - integ[b, rl[:, :, None], ch[:, None, :]]
+        - integ[b, rh[:, :, None], cl[:, None, :]]
+        + integ[b, rl[:, :, None], cl[:, None, :]]
+    )  # (N, S, S, 3)
+    out = (s.to(torch.float32) / area[..., None]).permute(0, 3, 1, 2).contiguous()
+    return out * valid[:, None, None, None]
 
 
-def _run_net(net, data: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, ...]:
+def _run_net(net, data: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    chunk = 16384 if data.is_cuda else 2048
     outs = [net(data[i : i + chunk]) for i in range(0, len(data), chunk)]
     return tuple(torch.cat(v, 0) for v in zip(*outs))
 
@@ -217,20 +247,21 @@ def fast_detect_face(
     b = _square(b)
 
     # Stage 2: R-Net on 24x24 area crops of every candidate at once.
-    crops = _area_crops(imgs_u8, img_ids, _clip_regions(b, w, h), 24)
+    integ = _integral(imgs_u8)
+    crops = _area_crops(integ, img_ids, _clip_regions(b, w, h), 24)
     reg2, prob2 = _run_net(rnet, (crops - 127.5) * 0.0078125)
     score = prob2[:, 1]
     ok = score > threshold[1]
     b = torch.cat([b[ok, :4], score[ok, None]], 1)
     img_ids, reg2 = img_ids[ok], reg2[ok]
-    keep = batched_nms(b[:, :4], b[:, 4], img_ids, 0.7)
+    keep = _group_nms(b[:, :4], b[:, 4], img_ids, 0.7)
     b, img_ids, reg2 = b[keep], img_ids[keep], reg2[keep]
     b = _square(_regress(b, reg2))
     if len(b) == 0:
         return empty
 
     # Stage 3: O-Net on 48x48 crops: score, box regression, landmarks.
-    crops = _area_crops(imgs_u8, img_ids, _clip_regions(b, w, h), 48)
+    crops = _area_crops(integ, img_ids, _clip_regions(b, w, h), 48)
     reg3, pts, prob3 = _run_net(onet, (crops - 127.5) * 0.0078125)
     score = prob3[:, 1]
     ok = score > threshold[2]

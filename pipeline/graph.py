@@ -19,11 +19,13 @@ class RayConfig:
     address: a Ray cluster to join (``auto``, ``ray://host:port``, ``host:port``); ``null``
         uses ``RAY_ADDRESS`` when set, else starts an embedded local instance.
     num_cpus: CPUs of the embedded local instance (``null``: all).
-    detect_batch: frames per detector call.
+    detect_batch: frames per detector call (``null``: 32 with GPUs, else 8).
     score_batch: faces per scorer call.
-    detect_actors / score_actors: actor pool sizes (``null``: 1 per GPU, else 1).
-    detect_gpus / score_gpus: GPU fraction per actor when GPUs are present (both fit on
-        one card by default).
+    detect_actors: detector pool size (``null``: 2 per GPU, so that one actor's host work
+        (decoding results, aligning crops) overlaps the other's GPU work; 1 without GPUs).
+    score_actors: scorer pool size (``null``: 1 per GPU, else 1).
+    detect_gpus / score_gpus: GPU fraction per actor when GPUs are present (the default
+        two detectors and one scorer fit on one card).
     cpus_per_actor: CPU reservation per model actor; kept below 1 so that on a small
         machine the decoders still get a CPU (a pool that claims every CPU stalls readers).
     max_retries: restarts of a failed worker / retries of its task.
@@ -31,12 +33,12 @@ class RayConfig:
 
     address: str | None = None
     num_cpus: int | None = None
-    detect_batch: int = 8
+    detect_batch: int | None = None
     score_batch: int = 64
     detect_actors: int | None = None
     score_actors: int | None = None
-    detect_gpus: float = 0.4
-    score_gpus: float = 0.4
+    detect_gpus: float = 0.3
+    score_gpus: float = 0.3
     cpus_per_actor: float = 0.5
     max_retries: int = 3
 
@@ -78,8 +80,8 @@ def plan_resources(cfg: RayConfig, cluster_gpus: float) -> dict[str, dict[str, A
     # `ray_remote_args=` parameter ends up as an (invalid) option key in this release.
     retries = {"max_restarts": cfg.max_retries, "max_task_retries": cfg.max_retries}
     detect = {
-        "batch_size": cfg.detect_batch,
-        "actors": cfg.detect_actors or n_gpu,
+        "batch_size": cfg.detect_batch or (32 if gpu else 8),
+        "actors": cfg.detect_actors or (2 * n_gpu if gpu else 1),
         "num_cpus": cfg.cpus_per_actor,
         **retries,
     }
@@ -133,7 +135,12 @@ def build_dataset(
     if gpus > 0:  # the stage actors land on GPU nodes: let them use the card
         from dataclasses import replace
 
-        detect_cfg = replace(detect_cfg, detector=replace(detect_cfg.detector, device="cuda"))
+        det = detect_cfg.detector
+        # one detector call per Ray batch: the whole batch goes through the pyramid at once
+        det = replace(
+            det, device="cuda", batch_size=max(det.batch_size, res["detect"]["batch_size"])
+        )
+        detect_cfg = replace(detect_cfg, detector=det)
         score_cfg = replace(score_cfg, scorer=replace(score_cfg.scorer, device="cuda"))
 
     # Tasks carry a list of sources; Ray wants rectangular columns, so one row per task with

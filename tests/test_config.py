@@ -57,3 +57,21 @@ def test_shipped_presets_load():
         else:
             load_config(y)
     assert load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml") == Config()
+
+
+def test_resource_plan_gpu_and_cpu():
+    """With GPUs: two detectors and a scorer share each card (fractions fit in 1.0) and the
+    detector takes 32 frames a call; without: one CPU actor each, 8 frames, no GPU asked."""
+    from pipeline.graph import RayConfig, plan_resources
+
+    gpu = plan_resources(RayConfig(), 1.0)
+    d, s = gpu["detect"], gpu["score"]
+    assert d["batch_size"] == 32 and d["actors"] == 2
+    assert d["actors"] * d["num_gpus"] + s["actors"] * s["num_gpus"] <= 1.0
+    assert d["num_cpus"] < 1 and isinstance(d["batch_size"], int)
+    cpu = plan_resources(RayConfig(), 0.0)
+    assert cpu["detect"]["batch_size"] == 8 and cpu["detect"]["actors"] == 1
+    assert "num_gpus" not in cpu["detect"] and "num_gpus" not in cpu["score"]
+    two = plan_resources(RayConfig(detect_batch=12, detect_actors=3), 2.0)
+    assert two["detect"]["batch_size"] == 12 and two["detect"]["actors"] == 3
+    assert two["score"]["actors"] == 2

@@ -73,3 +73,38 @@ def test_fast_is_the_default_and_handles_edge_cases(fast):
     assert DetectorConfig().backend == "fast"
     assert len(fast.detect([np.zeros((240, 320, 3), np.uint8)])[0]) == 0
     assert len(fast.detect([np.zeros((5, 5, 3), np.uint8)])[0]) == 0
+
+
+def test_fast_backend_runs_the_fast_path(fast, faces_csv, monkeypatch):
+    """The backends are really different code: with facenet-pytorch's ``detect_face``
+    removed, the fast detector still finds the faces, and the reference detector fails."""
+    import face_iqa.detect as det_mod
+
+    def boom(*a, **k):
+        raise AssertionError("reference detect_face called")
+
+    monkeypatch.setattr(det_mod, "detect_face", boom)
+    row = next(r for r in faces_csv if int(r["mtcnn_faces"]) >= 1)
+    img = load_image(shared_path(row["file"]))
+    assert len(fast.detect([img])[0]) == int(row["mtcnn_faces"])
+    ref = build_detector(DetectorConfig(device="cpu", backend="reference"))
+    with pytest.raises(AssertionError, match="reference detect_face called"):
+        ref.detect([img])
+
+
+def test_shifted_group_nms_equals_batched_nms():
+    """The GPU path's one-call NMS over group-shifted boxes keeps exactly what torchvision's
+    per-group ``batched_nms`` keeps (checked on the CPU with random overlapping boxes)."""
+    from face_iqa.fast_mtcnn import _group_nms
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand((3000, 2), generator=g) * 600 - 50  # some boxes start left of / above 0
+    wh = torch.rand((3000, 2), generator=g) * 80 + 12
+    boxes = torch.cat([xy, xy + wh], 1).floor()
+    scores = torch.rand(3000, generator=g)
+    groups = torch.randint(0, 40, (3000,), generator=g)
+    for thr in (0.5, 0.7):
+        a = _group_nms(boxes, scores, groups, thr, shift=True)
+        b = _group_nms(boxes, scores, groups, thr, shift=False)
+        assert len(a) < len(boxes)  # something was suppressed
+        assert sorted(a.tolist()) == sorted(b.tolist())

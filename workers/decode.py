@@ -253,11 +253,17 @@ class DecodeStage:
             except Exception as e:  # noqa: BLE001 - a decoder crash is one error row
                 for s in task["source"]:
                     rows.append(_error_row(s, f"{s}: decoding failed ({e!r})"))
-        frames = np.empty(len(rows), dtype=object)
-        for j, r in enumerate(rows):
-            # an empty image stands in for a missing frame: a column of uint8 arrays only
-            # travels through Ray as a (ragged) tensor column
-            frames[j] = r["frame"] if r["frame"] is not None else _NO_FRAME
+        shapes = {None if r["frame"] is None else r["frame"].shape for r in rows}
+        if len(shapes) == 1 and None not in shapes:
+            # frames of one size (a video chunk): one (N, H, W, 3) array, which Ray Data
+            # stores as a tensor column without per-frame conversion
+            frames = np.stack([r["frame"] for r in rows])
+        else:
+            frames = np.empty(len(rows), dtype=object)
+            for j, r in enumerate(rows):
+                # an empty image stands in for a missing frame: a column of uint8 arrays
+                # only travels through Ray as a (ragged) tensor column
+                frames[j] = r["frame"] if r["frame"] is not None else _NO_FRAME
         dt = (time.perf_counter() - t0) / max(len(rows), 1)
         return {
             "source": np.array([r["source"] for r in rows], dtype=object).astype(str),
