@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageError", "load_image", "to_rgb_uint8"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageError", "load_image", "to_rgb_uint8"]
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 )
 
-# Decompression bombs are refused by PIL above this many pixels; keep its default guard.
-Image.MAX_IMAGE_PIXELS = 200_000_000
+# Images larger than this are refused from their header, before any pixel is decoded
+# (a decompression bomb, or a header that lies). load_image's max_pixels overrides it;
+# PIL's own guard is left to ours.
+DEFAULT_MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageError(ValueError):
@@ -75,13 +78,17 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
     return to_rgb_uint8(np.asarray(img.convert("RGB")))
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as ``uint8`` HxWx3 RGB, applying its EXIF orientation.
 
+    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`): larger images are refused from the
+    size in their header, without decoding them.
+
     Raises:
-        ImageError: the file is missing, empty, truncated or not an image; the message
-            starts with the path.
+        ImageError: the file is missing, empty, truncated, too large or not an image; the
+            message starts with the path.
     """
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     p = Path(path)
     try:
         size = p.stat().st_size
@@ -91,6 +98,12 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"{p}: empty file (0 bytes)")
     try:
         with Image.open(p) as img:
+            w, h = img.size
+            if w * h > limit:
+                raise ImageError(
+                    f"{p}: {w}x{h} image ({w * h:,} pixels) exceeds the limit of "
+                    f"{limit:,} pixels (decode.max_pixels); refused without decoding"
+                )
             img.load()  # forces a full decode: truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
             return _pil_to_array(img)

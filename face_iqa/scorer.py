@@ -109,20 +109,39 @@ class Scorer:
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[3] != 3:
             raise ValueError(f"expected uint8 (N, H, W, 3) crops, got {crops.dtype} {crops.shape}")
         out = np.empty(len(crops), np.float32)
-        use_amp = self.cfg.amp and self.device.type == "cuda"
         bs = self.cfg.batch_size
+        for s in range(0, len(crops), bs):
+            out[s : s + bs] = self._score_split(crops[s : s + bs])
+        return out
+
+    def _score_split(self, crops: np.ndarray) -> np.ndarray:
+        """Score a batch; on a GPU out-of-memory error, free the cache and score the two
+        halves instead (down to single crops), so a crowded batch costs time, not the run."""
+        try:
+            return self._score(crops)
+        except torch.OutOfMemoryError:
+            if len(crops) == 1:
+                raise
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.oom_splits += 1
+        half = len(crops) // 2
+        return np.concatenate([self._score_split(crops[:half]), self._score_split(crops[half:])])
+
+    oom_splits = 0  # how often a batch was split after running out of GPU memory
+
+    def _score(self, crops: np.ndarray) -> np.ndarray:
+        use_amp = self.cfg.amp and self.device.type == "cuda"
         with (
             torch.inference_mode(),
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp),
         ):
-            for s in range(0, len(crops), bs):
-                x = self._prepare(crops[s : s + bs])
-                total = None
-                for oy, ox in self.offsets:
-                    q = self.model(x[:, :, oy : oy + self.size, ox : ox + self.size]).float()
-                    total = q if total is None else total + q
-                out[s : s + bs] = (total / len(self.offsets)).cpu().numpy()
-        return out
+            x = self._prepare(crops)
+            total = None
+            for oy, ox in self.offsets:
+                q = self.model(x[:, :, oy : oy + self.size, ox : ox + self.size]).float()
+                total = q if total is None else total + q
+            return (total / len(self.offsets)).cpu().numpy()
 
 
 def build_scorer(cfg: ScorerConfig | None = None) -> Scorer:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+
+import numpy as np
 
 __all__ = ["main"]
 
@@ -75,6 +78,41 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="fine-tune HyperIQA on labelled or synthetic face crops")
     t.add_argument("--resume", action="store_true", help="continue from out_dir/train_state.pt")
     _add_config_args(t)
+
+    c = sub.add_parser("calibrate", help="propose quality thresholds from scored faces")
+    c.add_argument("--run", metavar="DIR", help="a faceiqa run output folder")
+    c.add_argument("--scores", metavar="FILE", help="a score table (.parquet/.csv, 'quality')")
+    how = c.add_mutually_exclusive_group(required=True)
+    how.add_argument("--discard", type=float, metavar="RATE", help="target discard rate, 0-1")
+    how.add_argument(
+        "--target-fnmr",
+        type=float,
+        metavar="FNMR",
+        help="target FNMR on a labelled set (needs --edc)",
+    )
+    how.add_argument(
+        "--per-source-quantile", type=float, metavar="Q", help="keep each source's top 1-Q"
+    )
+    c.add_argument("--edc", metavar="DIR", help="an eval-recognition output folder")
+    c.add_argument(
+        "--out", default="calibrated.yaml", metavar="FILE.yaml", help="config snippet to write"
+    )
+
+    e = sub.add_parser(
+        "eval-recognition",
+        help="does quality predict recognition failures? EDC curves of several measures",
+    )
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", metavar="FILE", help="CSV: a, b, same (1/0)")
+    src.add_argument("--identities", metavar="FILE", help="CSV: path, identity (all pairs)")
+    e.add_argument("--out", required=True, metavar="DIR", help="edc.csv, edc.png, faces.parquet")
+    e.add_argument("--checkpoint", help="model checkpoint (default: the embedded face model)")
+    e.add_argument("--fmr", type=float, default=0.01, help="decision threshold's FMR (0.01)")
+    e.add_argument("--device", default="auto")
+
+    rp = sub.add_parser("report", help="one self-contained HTML page for a run's output")
+    rp.add_argument("run_dir", metavar="DIR", help="a faceiqa run output folder")
+    rp.add_argument("--out", metavar="FILE.html", help="default: DIR/report.html")
 
     x = sub.add_parser("export", help="ship a training run's best model (float16 + card)")
     x.add_argument("--run", required=True, metavar="DIR", help="the training out_dir")
@@ -203,6 +241,100 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from pipeline.calibrate import for_discard, for_fnmr, load_scores, per_source, write_snippet
+
+    if args.target_fnmr is not None:
+        if not args.edc:
+            raise ValueError("--target-fnmr needs --edc DIR (from faceiqa eval-recognition)")
+        t, frac = for_fnmr(args.edc, args.target_fnmr)
+        note = f"FNMR <= {args.target_fnmr} by discarding {frac:.0%} of genuine pairs ({args.edc})"
+        snippet = {"min_quality": round(t, 3)}
+    else:
+        df = load_scores(args.run, args.scores)
+        q = df["quality"].to_numpy(np.float64)
+        if args.discard is not None:
+            t = for_discard(q, args.discard)
+            got = float((q < t).mean())
+            note = f"min_quality {t:.3f} rejects {got:.1%} of {len(q)} faces (target {args.discard:.1%})"
+            snippet = {"min_quality": round(t, 3)}
+        else:
+            table = per_source(df, args.per_source_quantile)
+            for r in table.itertuples():
+                print(f"  {r.source}: {r.threshold:.2f}")
+            note = f"per source, keep frames at or above the {args.per_source_quantile:g}-quantile"
+            snippet = {"policy": "quantile", "quantile": args.per_source_quantile}
+    path = write_snippet(snippet, args.out, note)
+    print(f"{note}\nwrote {path}: use it with faceiqa run --config {path}")
+    return 0
+
+
+def _cmd_eval_recognition(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from face_iqa.detect import DetectorConfig, build_detector
+    from face_iqa.recognition_eval import (
+        MEASURES,
+        describe_faces,
+        edc_table,
+        pairs_from_identities,
+        pauc,
+        plot_edc,
+    )
+    from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.utility import DlibRecognizer
+    from pipeline.writers import check_writable_dir, write_parquet
+
+    out = check_writable_dir(args.out)
+    if args.identities:
+        ids = pd.read_csv(args.identities)
+        if not {"path", "identity"} <= set(ids.columns):
+            raise ValueError(f"{args.identities}: needs 'path' and 'identity' columns")
+        base = Path(args.identities).parent
+        ids["path"] = [str(p if Path(p).is_absolute() else base / p) for p in ids["path"]]
+        pairs = pairs_from_identities(ids)
+        paths = list(ids["path"])
+    else:
+        pairs = pd.read_csv(args.pairs)
+        if not {"a", "b", "same"} <= set(pairs.columns):
+            raise ValueError(f"{args.pairs}: needs 'a', 'b' and 'same' columns")
+        base = Path(args.pairs).parent
+        for c in ("a", "b"):
+            pairs[c] = [str(p if Path(p).is_absolute() else base / p) for p in pairs[c]]
+        pairs["same"] = pairs["same"].astype(bool)
+        paths = list(dict.fromkeys([*pairs["a"], *pairs["b"]]))
+    detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
+    scorer = build_scorer(ScorerConfig(checkpoint=args.checkpoint, device=args.device))
+    faces = describe_faces(paths, detector, scorer, DlibRecognizer())
+    table, threshold = edc_table(faces, pairs, fmr=args.fmr)
+    table.to_csv(out / "edc.csv", index=False)
+    f = faces[faces["ok"]].set_index("path")
+    g = pairs[pairs["same"] & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
+    pd.DataFrame(
+        {m: np.minimum(f.loc[g["a"], m].to_numpy(), f.loc[g["b"], m].to_numpy()) for m in MEASURES}
+    ).to_csv(out / "pair_quality.csv", index=False)
+    write_parquet(faces.drop(columns=["descriptor"], errors="ignore"), out / "faces.parquet")
+    plot_edc(table, out / "edc.png", title=f"EDC at FMR {args.fmr:g}")
+    scores = {m: pauc(table, m) for m in MEASURES}
+    print(
+        f"{int(faces['ok'].sum())} of {len(faces)} images described; {len(g)} genuine pairs; "
+        f"threshold {threshold:.3f} (FMR {args.fmr:g}); FNMR with nothing discarded "
+        f"{table[MEASURES[0]].iloc[0]:.3f}"
+    )
+    for m in sorted(scores, key=scores.get):
+        print(f"  pAUC(0-30%) {m:<10} {scores[m]:.4f}")
+    print(f"wrote {out / 'edc.csv'}, {out / 'edc.png'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    path = write_report(args.run_dir, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from pipeline.sample_job import write_sample
 
@@ -228,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             "eval": _cmd_eval,
             "export": _cmd_export,
             "sample": _cmd_sample,
+            "calibrate": _cmd_calibrate,
+            "eval-recognition": _cmd_eval_recognition,
+            "report": _cmd_report,
         }[args.command](args)
     except (InputError, ConfigError, CheckpointError, OSError, ValueError) as e:
         print(f"faceiqa {args.command}: error: {e}", file=sys.stderr)

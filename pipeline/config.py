@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from face_iqa.track import TrackerConfig
 from pipeline.graph import RayConfig
 from workers.decode import DecodeConfig
 from workers.detect import DetectStageConfig
@@ -56,6 +57,7 @@ class Config:
     detect: DetectStageConfig = field(default_factory=DetectStageConfig)
     score: ScoreStageConfig = field(default_factory=ScoreStageConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    track: TrackerConfig = field(default_factory=TrackerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RayConfig", "build_dataset", "init_ray", "plan_resources"]
+__all__ = ["FrameWorker", "RayConfig", "build_dataset", "init_ray", "plan_resources"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class RayConfig:
     cpus_per_actor: CPU reservation per model actor; kept below 1 so that on a small
         machine the decoders still get a CPU (a pool that claims every CPU stalls readers).
     max_retries: restarts of a failed worker / retries of its task.
+    fuse: one actor pool runs decode -> detect -> score -> face rules on each decode task,
+        so frames and crops never travel between processes (moving them cost more than
+        detection itself). ``false``: one pool per stage (scale detector and scorer apart).
+    workers: fused pool size (``null``: 3 per GPU, so that one worker's decoding and
+        aligning overlap the others' GPU work; 1 without GPUs).
+    worker_gpus: GPU fraction of a fused worker.
     """
 
     address: str | None = None
@@ -41,6 +47,9 @@ class RayConfig:
     score_gpus: float = 0.3
     cpus_per_actor: float = 0.5
     max_retries: int = 3
+    fuse: bool = True
+    workers: int | None = None
+    worker_gpus: float = 0.3
 
 
 def init_ray(cfg: RayConfig) -> Any:
@@ -65,6 +74,8 @@ def init_ray(cfg: RayConfig) -> Any:
         ray.init(num_cpus=cfg.num_cpus, **kwargs)
     from ray.data import DataContext
 
+    # Ray Data reports every finished dataset at INFO in the driver: keep the CLI quiet
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -94,7 +105,16 @@ def plan_resources(cfg: RayConfig, cluster_gpus: float) -> dict[str, dict[str, A
     if gpu:
         detect["num_gpus"] = cfg.detect_gpus
         score["num_gpus"] = cfg.score_gpus
+    worker = {
+        "batch_size": 1,  # one decode task (a video chunk or a group of images) per call
+        "actors": cfg.workers or (3 * n_gpu if gpu else 1),
+        "num_cpus": 1.0 if gpu else cfg.cpus_per_actor,
+        **retries,
+    }
+    if gpu:
+        worker["num_gpus"] = cfg.worker_gpus
     return {
+        "worker": worker,
         "decode": {
             "batch_size": 1,
             "num_cpus": 0.5,
@@ -147,8 +167,27 @@ def build_dataset(
     # the source list joined (no path contains a NUL byte).
     rows = [{**t, "source": "\x00".join(t["source"])} for t in tasks]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.map_batches(_decode_rows, **res["decode"])
     classes = {"detect": DetectStage, "score": ScoreStage, **(stage_classes or {})}
+    if cfg.ray.fuse:
+        args = dict(res["worker"])
+        threads = 0
+        if gpus == 0:  # CPU workers share the node's cores (Ray would give each one thread)
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            threads = max(1, int(cpus) // args["actors"])
+        pool = ray.data.ActorPoolStrategy(size=args.pop("actors"))
+        return ds.map_batches(
+            FrameWorker,
+            fn_constructor_kwargs={
+                "detect": (classes["detect"], detect_cfg),
+                "score": (classes["score"], score_cfg),
+                "threshold": cfg.threshold,
+                "keep_crops": keep_crops,
+                "threads": threads,
+            },
+            compute=pool,
+            **args,
+        )
+    ds = ds.map_batches(_decode_rows, **res["decode"])
     for stage, stage_cfg, name in (
         (classes["detect"], detect_cfg, "detect"),
         (classes["score"], score_cfg, "score"),
@@ -160,6 +199,33 @@ def build_dataset(
         _threshold, fn_kwargs={"cfg": cfg.threshold, "keep_crops": keep_crops}, **res["threshold"]
     )
     return ds
+
+
+class FrameWorker:
+    """The fused worker: decode a task, detect and align, score, apply the face rules, in
+    one process. Each stage is still its own class (``workers/``); this only chains them.
+    ``threads``: torch CPU threads for this worker (0: leave as is)."""
+
+    def __init__(
+        self,
+        detect: tuple[type, Any],
+        score: tuple[type, Any],
+        threshold: Any,
+        keep_crops: bool,
+        threads: int = 0,
+    ) -> None:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.detect = detect[0](detect[1])
+        self.score = score[0](score[1])
+        self.threshold_cfg = threshold
+        self.keep_crops = keep_crops
+
+    def __call__(self, batch: dict) -> dict:
+        faces = self.detect(_decode_rows(batch))
+        return _threshold(self.score(faces), self.threshold_cfg, self.keep_crops)
 
 
 def _decode_rows(batch: dict) -> dict:

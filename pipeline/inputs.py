@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from face_iqa.images import IMAGE_EXTENSIONS
@@ -36,6 +37,25 @@ def _read_list(path: Path) -> list[Path]:
         p = Path(r.strip()).expanduser()
         out.append(p if p.is_absolute() else path.parent / p)
     return out
+
+
+def _walk(root: Path) -> list[Path]:
+    """Files under ``root``, sorted, following symbolic links to folders but entering each
+    real folder once (a link loop ends there instead of recursing forever)."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        for name in filenames:
+            f = Path(dirpath) / name
+            if f.is_file():  # skips broken links
+                out.append(f)
+    return sorted(out)
 
 
 def discover_sources(inputs: list[str | Path]) -> list[Path]:
@@ -72,8 +92,8 @@ def discover_images(
             where = f" (listed in {listed_in})" if listed_in else ""
             raise InputError(f"input not found: {p}{where}")
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in extensions:
+            for f in _walk(p):
+                if f.suffix.lower() in extensions:
                     add(f)
         elif p.suffix.lower() in LIST_EXTENSIONS and listed_in is None:
             for q in _read_list(p):

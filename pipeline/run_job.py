@@ -32,6 +32,7 @@ from pipeline.config import Config, to_dict
 from pipeline.inputs import discover_sources
 from pipeline.writers import check_writable_dir, write_parquet, write_png
 from workers.threshold import FRAME_COLUMNS, ThresholdStage
+from workers.track import TrackStage
 
 __all__ = ["FACE_COLUMNS_OUT", "run"]
 
@@ -40,6 +41,7 @@ FACE_COLUMNS_OUT = [
     "frame_index",
     "timestamp_s",
     "face_index",
+    "track_id",
     "box",
     "landmarks",
     "det_prob",
@@ -206,6 +208,13 @@ def run(
     from workers.decode import make_tasks
 
     stage = ThresholdStage(cfg.threshold)
+    tracker = TrackStage(cfg.track)
+    recognizer = None
+    if cfg.track.reid:
+        from face_iqa.utility import DlibRecognizer
+
+        recognizer = DlibRecognizer()
+    per_track_crops = cfg.threshold.policy == "best_per_track"
     timings = defaultdict(float)
     if todo:
         init_ray(cfg.ray)
@@ -218,10 +227,19 @@ def run(
     for w in range(0, len(todo), wave):
         wave_sources = todo[w : w + wave]
         tasks = make_tasks([Path(s) for s in wave_sources], cfg.decode)
-        ds = build_dataset(tasks, cfg, keep_crops=cfg.output.crops, stage_classes=stage_classes)
+        ds = build_dataset(
+            tasks,
+            cfg,
+            keep_crops=cfg.output.crops or recognizer is not None,
+            stage_classes=stage_classes,
+        )
         per_source: dict[str, list[pd.DataFrame]] = defaultdict(list)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             df = _batch_to_frame(batch)
+            if recognizer is not None:  # descriptors for re-linking tracks
+                t0 = time.perf_counter()
+                df["descriptor"] = _descriptors(recognizer, batch)
+                timings["reid_s"] += time.perf_counter() - t0
             for src, g in df.groupby("source", sort=False):
                 per_source[str(src)].append(g)
             if cfg.output.crops:
@@ -240,19 +258,25 @@ def run(
             for t in _TIMINGS:
                 timings[t] += float(faces[t].sum()) if t in faces else 0.0
             faces = faces.sort_values(["frame_index", "face_index"], kind="stable")
+            faces = faces.reset_index(drop=True)
+            faces["track_id"] = tracker({c: faces[c].to_numpy() for c in faces.columns})["track_id"]
             faces, frames = stage.decide(faces)
             key = _source_key(src)
             if cfg.output.crops:
                 src_stage = staging / key
                 for _, r in faces[faces["keep"]].iterrows():
                     name = _crop_file(src, int(r["frame_index"]), int(r["face_index"]))
+                    dest = out / "crops"
+                    if per_track_crops:
+                        dest = dest / str(r["track_id"])
                     if (src_stage / name).is_file():
-                        (out / "crops").mkdir(exist_ok=True)
-                        os.replace(src_stage / name, out / "crops" / name)
+                        dest.mkdir(parents=True, exist_ok=True)
+                        os.replace(src_stage / name, dest / name)
                 shutil.rmtree(src_stage, ignore_errors=True)
             write_parquet(
                 faces[[c for c in FACE_COLUMNS_OUT if c in faces]], parts / f"{key}.faces.parquet"
             )
+            write_parquet(_track_table(faces), parts / f"{key}.tracks.parquet")
             # the frames part is written last: its presence marks the source as finished
             write_parquet(frames, parts / f"{key}.frames.parquet")
         if bar is not None:
@@ -261,14 +285,20 @@ def run(
         bar.close()
 
     t_write = time.perf_counter()
-    faces_all, frames_all = [], []
+    faces_all, frames_all, tracks_all = [], [], []
     for s in sources:
         key = _source_key(s)
         faces_all.append(pd.read_parquet(parts / f"{key}.faces.parquet"))
         frames_all.append(pd.read_parquet(parts / f"{key}.frames.parquet"))
+        if (parts / f"{key}.tracks.parquet").is_file():
+            tracks_all.append(pd.read_parquet(parts / f"{key}.tracks.parquet"))
     faces_t = pd.concat(faces_all, ignore_index=True)
     frames_t = pd.concat(frames_all, ignore_index=True)[FRAME_COLUMNS]
+    tracks_t = (
+        pd.concat(tracks_all, ignore_index=True) if tracks_all else _track_table(faces_t.iloc[:0])
+    )
     write_parquet(faces_t, out / "faces.parquet")
+    write_parquet(tracks_t, out / "tracks.parquet")
     write_parquet(frames_t, out / "frames.parquet")
     if cfg.output.kept_frames:
         _write_kept_frames(frames_t, out / "kept_frames")
@@ -286,6 +316,7 @@ def run(
             "frame_errors": int((frames_t["status"] == STATUS_ERROR).sum()),
             "faces": int(len(face_rows)),
             "faces_kept": int(face_rows["keep"].sum()),
+            "tracks": int(len(tracks_t)),
         },
         "reasons": frames_t.loc[~frames_t["keep"], "reason"]
         .map(_reason_kind)
@@ -306,6 +337,58 @@ def run(
     os.replace(tmp, out / "summary.json")
     # .parts/ stays: it is the state --resume reads (small: no pixels)
     return frames_t
+
+
+def _descriptors(recognizer: Any, batch: dict[str, np.ndarray]) -> list:
+    """dlib descriptors of the batch's face crops (NaN rows for non-faces / failures)."""
+    out = []
+    for k in range(len(batch["source"])):
+        d = np.full(128, np.nan)
+        if int(batch["face_index"][k]) >= 0 and str(batch["status"][k]) == STATUS_OK:
+            try:
+                d = recognizer.image_descriptor(batch["crop"][k])
+            except RuntimeError:  # dlib could not place its shape: leave unknown
+                pass
+        out.append(d)
+    return out
+
+
+TRACK_COLUMNS = [
+    "track_id",
+    "source",
+    "first_frame",
+    "last_frame",
+    "n_faces",
+    "best_quality",
+    "n_kept",
+    "kept_face_ids",
+]
+
+
+def _track_table(faces: pd.DataFrame) -> pd.DataFrame:
+    """One row per track; ``kept_face_ids`` are ``f{frame:06d}_{face:02d}`` (the suffix of
+    the crop file names)."""
+    rows = []
+    if "track_id" in faces.columns:
+        f = faces[faces["track_id"].fillna("").astype(str) != ""]
+        for tid, g in f.groupby("track_id", sort=True):
+            kept = g[g["keep"].astype(bool)] if "keep" in g else g.iloc[:0]
+            rows.append(
+                {
+                    "track_id": str(tid),
+                    "source": str(g["source"].iloc[0]),
+                    "first_frame": int(g["frame_index"].min()),
+                    "last_frame": int(g["frame_index"].max()),
+                    "n_faces": int(len(g)),
+                    "best_quality": float(g["quality"].max()),
+                    "n_kept": int(len(kept)),
+                    "kept_face_ids": [
+                        f"f{int(a):06d}_{int(b):02d}"
+                        for a, b in zip(kept["frame_index"], kept["face_index"])
+                    ],
+                }
+            )
+    return pd.DataFrame(rows, columns=TRACK_COLUMNS)
 
 
 def _reason_kind(reason: str) -> str:

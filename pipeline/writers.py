@@ -27,6 +27,9 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     try:
         df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only, quota: name the file, leave nothing behind
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"{path}: cannot write ({e.strerror or e})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -44,6 +47,9 @@ def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.tobytes())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"{path}: cannot write ({e.strerror or e})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -63,6 +63,48 @@ def video_run(ray_local, tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_tracks_are_the_same_alone_and_with_other_sources(video_run, tmp_path):
+    """...and, alone, with ``best_per_track``: k crops per track under crops/TRACK_ID/."""
+    from dataclasses import replace
+
+    from workers.threshold import ThresholdConfig
+
+    videos, out, _, cfg = video_run
+    src = str(videos[1])
+    best = ThresholdConfig(policy="best_per_track", track_k=2, track_min_gap=5, min_quality=0)
+    cfg_best = replace(cfg, threshold=best, output=replace(cfg.output, crops=True))
+    run([src], tmp_path / "alone", cfg_best, progress=False)
+
+    def tracks(folder):
+        t = pd.read_parquet(folder / "tracks.parquet")
+        t = t[t["source"] == src].reset_index(drop=True)
+        return t.drop(columns=["n_kept", "kept_face_ids"])  # those depend on the policy
+
+    def face_tracks(folder):
+        f = pd.read_parquet(folder / "faces.parquet")
+        f = f[(f["source"] == src) & (f["face_index"] >= 0)]
+        return f.set_index(["frame_index", "face_index"])["track_id"].sort_index()
+
+    together, alone = tracks(out), tracks(tmp_path / "alone")
+    assert len(alone) >= 5  # a crowd: several people tracked
+    pd.testing.assert_frame_equal(together, alone)
+    pd.testing.assert_series_equal(face_tracks(out), face_tracks(tmp_path / "alone"))
+    # every face of a track is in faces.parquet with that track id
+    f = pd.read_parquet(out / "faces.parquet")
+    counts = f[f["track_id"] != ""].groupby("track_id").size()
+    t_all = pd.read_parquet(out / "tracks.parquet").set_index("track_id")["n_faces"]
+    pd.testing.assert_series_equal(counts.sort_index(), t_all.sort_index(), check_names=False)
+    # best_per_track: each track keeps its 2 best faces, >= 5 frames apart, as crops
+    t = pd.read_parquet(tmp_path / "alone" / "tracks.parquet")
+    assert (t["n_kept"] == t["n_faces"].clip(upper=2)).mean() > 0.8
+    for r in t.itertuples():
+        files = sorted(p.name for p in (tmp_path / "alone" / "crops" / r.track_id).glob("*.png"))
+        assert [f[-14:-4] for f in files] == sorted(r.kept_face_ids)
+        frames_kept = [int(k[1:7]) for k in r.kept_face_ids]
+        assert len(frames_kept) < 2 or abs(frames_kept[0] - frames_kept[1]) >= 5
+
+
+@pytest.mark.slow
 def test_every_video_frame_once_and_faces_match_detector(video_run):
     videos, out, frames, cfg = video_run
     faces = pd.read_parquet(out / "faces.parquet")

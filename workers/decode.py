@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from face_iqa.images import ImageError, load_image
+from face_iqa.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from face_iqa.schema import STATUS_ERROR, STATUS_OK
 
 __all__ = [
@@ -47,16 +47,21 @@ class DecodeConfig:
     fps: target frames per second (sampling the nearest frames); ``null`` uses ``stride``.
     chunk_frames: sampled frames per video task.
     images_per_task: images per image task.
+    max_pixels: images (and video frames) larger than this are error rows, refused from
+        their header before decoding.
     """
 
     stride: int = 1
     fps: float | None = None
     chunk_frames: int = 32
     images_per_task: int = 8
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.stride < 1 or self.chunk_frames < 1 or self.images_per_task < 1:
             raise ValueError("decode.stride, chunk_frames and images_per_task must be >= 1")
+        if self.max_pixels < 1:
+            raise ValueError(f"decode.max_pixels must be >= 1, got {self.max_pixels}")
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"decode.fps must be > 0 or null, got {self.fps}")
 
@@ -97,6 +102,7 @@ def make_tasks(sources: list[Path], cfg: DecodeConfig) -> list[dict[str, Any]]:
                     "step": 1.0,
                     "fps": 0.0,
                     "last": True,
+                    "max_pixels": cfg.max_pixels,
                 }
             )
             images.clear()
@@ -120,6 +126,7 @@ def make_tasks(sources: list[Path], cfg: DecodeConfig) -> list[dict[str, Any]]:
                     "step": step,
                     "fps": fps,
                     "last": True,
+                    "max_pixels": cfg.max_pixels,
                 }
             )
             continue
@@ -136,6 +143,8 @@ def make_tasks(sources: list[Path], cfg: DecodeConfig) -> list[dict[str, Any]]:
                     "step": step,
                     "fps": fps,
                     "last": last,
+                    "max_pixels": cfg.max_pixels,
+                    "count": n,
                 }
             )
     flush()
@@ -175,17 +184,31 @@ def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
             )
         return rows
     try:
+        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        limit = int(task.get("max_pixels") or DEFAULT_MAX_PIXELS)
+        if w * h > limit:
+            if start == 0:
+                rows.append(
+                    _error_row(
+                        src,
+                        f"{src}: {w}x{h} video frames exceed the limit of {limit:,} pixels "
+                        "(decode.max_pixels)",
+                    )
+                )
+            return rows
+        reached = start
         if start > 0:
             cap.set(cv2.CAP_PROP_POS_FRAMES, start)
             pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
             if pos != start:  # inexact seek: walk from the start instead
                 cap.release()
                 cap = cv2.VideoCapture(src)
-                for _ in range(start):
-                    if not cap.grab():
-                        break
-        i = start
-        while stop < 0 or i < stop:
+                reached = 0
+                while reached < start and cap.grab():
+                    reached += 1
+        i = start if reached == start else -1
+        while i >= 0 and (stop < 0 or i < stop):
             ok = cap.grab()
             if not ok:
                 break
@@ -208,6 +231,16 @@ def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
             i += 1
         if start == 0 and i == 0:
             rows.append(_error_row(src, f"{src}: video has no decodable frames"))
+        elif task.get("last") and 0 < (end := i if i >= 0 else reached) < int(task.get("count", 0)):
+            # frames the container lists but the decoder never returned (a truncated file,
+            # or packets lost to corruption): say so in the manifest rather than drop them
+            rows.append(
+                _error_row(
+                    src,
+                    f"{src}: the stream ends after {end} frames but the container lists "
+                    f"{int(task['count'])} (truncated or corrupt data)",
+                )
+            )
     finally:
         cap.release()
     return rows
@@ -217,7 +250,7 @@ def _decode_images(task: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for src in task["source"]:
         try:
-            frame, status, error = load_image(src), STATUS_OK, ""
+            frame, status, error = load_image(src, task.get("max_pixels")), STATUS_OK, ""
         except ImageError as e:
             frame, status, error = None, STATUS_ERROR, str(e)
         rows.append(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from face_iqa.schema import STATUS_OK, check_batch
+from face_iqa.schema import STATUS_ERROR, STATUS_OK, check_batch
 from face_iqa.scorer import Scorer, ScorerConfig, build_scorer
 
 __all__ = ["ScoreStage", "ScoreStageConfig"]
@@ -36,11 +36,31 @@ class ScoreStage:
         quality = np.full(n, np.nan, np.float32)
         ok = np.flatnonzero(np.asarray(batch["status"]) == STATUS_OK)
         t0 = time.perf_counter()
+        status = np.asarray(batch["status"]).astype(str).astype(object)
+        error = np.asarray(batch.get("error", np.full(n, "", object))).astype(str).astype(object)
         if len(ok):
-            crops = np.asarray(batch["crop"])
-            if crops.dtype == object:  # Ray may hand ragged tensors over as objects
-                crops = np.stack(list(crops))
-            quality[ok] = self.scorer(crops[ok])
+            try:
+                crops = np.asarray(batch["crop"])
+                if crops.dtype == object:  # Ray may hand ragged tensors over as objects
+                    crops = np.stack(list(crops))
+                quality[ok] = self.scorer(crops[ok])
+            except Exception:  # noqa: BLE001 - find the row that broke the batch, below
+                for i in ok:
+                    try:
+                        quality[i] = self.scorer(np.asarray(batch["crop"][i])[None])[0]
+                    except Exception as e:  # noqa: BLE001 - one bad crop is one error row
+                        status[i] = STATUS_ERROR
+                        error[i] = (
+                            f"{batch['source'][i] if 'source' in batch else 'row'} "
+                            + (
+                                f"frame {batch['frame_index'][i]}: "
+                                if "frame_index" in batch
+                                else ": "
+                            )
+                            + f"scoring failed ({e!r})"
+                        )
+        out["status"] = status.astype(str)
+        out["error"] = error.astype(str)
         out["quality"] = quality
         out["score_s"] = np.full(n, (time.perf_counter() - t0) / max(n, 1), np.float64)
         return out

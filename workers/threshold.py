@@ -45,8 +45,14 @@ class ThresholdConfig:
     max_faces: reject frames with more faces than this (``null``: no limit).
     policy: per source, among frames that pass: ``all`` keeps them all, ``top_k`` keeps
         the ``top_k`` best, ``quantile`` keeps those at or above the source's ``quantile``.
+        ``best_per_track`` keeps, per face track (``track_id``), the ``track_k`` best faces
+        that pass the face rules, at least ``track_min_gap`` frames apart, and the frames
+        that hold them (the frame rule does not apply: a frame is kept for its best shots).
     top_k: frames kept per source by ``top_k``.
     quantile: in [0, 1], for ``quantile``.
+    track_k: faces kept per track by ``best_per_track``.
+    track_min_gap: least distance in frame numbers between two picks of one track, so that
+        the picks are not near-duplicates (0: no constraint).
     """
 
     min_quality: float = 40.0
@@ -57,14 +63,22 @@ class ThresholdConfig:
     policy: str = "all"
     top_k: int = 5
     quantile: float = 0.5
+    track_k: int = 3
+    track_min_gap: int = 0
 
     def __post_init__(self) -> None:
         if self.frame_rule not in ("any", "all", "largest"):
             raise ValueError(
                 f"threshold.frame_rule must be any/all/largest, got {self.frame_rule!r}"
             )
-        if self.policy not in ("all", "top_k", "quantile"):
-            raise ValueError(f"threshold.policy must be all/top_k/quantile, got {self.policy!r}")
+        if self.policy not in ("all", "top_k", "quantile", "best_per_track"):
+            raise ValueError(
+                f"threshold.policy must be all/top_k/quantile/best_per_track, got {self.policy!r}"
+            )
+        if self.track_k < 1:
+            raise ValueError(f"threshold.track_k must be >= 1, got {self.track_k}")
+        if self.track_min_gap < 0:
+            raise ValueError(f"threshold.track_min_gap must be >= 0, got {self.track_min_gap}")
         if self.top_k < 1:
             raise ValueError(f"threshold.top_k must be >= 1, got {self.top_k}")
         if not 0.0 <= self.quantile <= 1.0:
@@ -142,6 +156,9 @@ class ThresholdStage:
             )
         is_face = f["status"] == STATUS_OK
         f["_area"] = np.where(is_face, f["face_size"].fillna(0.0) ** 2, -1.0)
+        per_track = c.policy == "best_per_track"
+        if per_track:
+            f["_pick"] = self._track_picks(f)
         rows = []
         for (src, idx), g in f.groupby(["source", "frame_index"], sort=True):
             faces_g = g[g["status"] == STATUS_OK]
@@ -157,6 +174,16 @@ class ThresholdStage:
                 keep, reason, score = False, "no face", np.nan
             elif c.max_faces is not None and n > c.max_faces:
                 keep, reason, score = False, f"{n} faces > max {c.max_faces}", np.nan
+            elif per_track:
+                picks = faces_g[faces_g["_pick"]]
+                keep = len(picks) > 0
+                score = float(picks["quality"].max()) if keep else np.nan
+                if keep:
+                    reason = "best shot of its track"
+                elif len(passing):
+                    reason = f"no face among the best {c.track_k} of its track"
+                else:
+                    reason = f"no face passes ({_first(faces_g)})"
             elif c.frame_rule == "any":
                 keep = len(passing) > 0
                 score = float(passing["quality"].max()) if keep else np.nan
@@ -194,6 +221,23 @@ class ThresholdStage:
         key = list(zip(f["source"], f["frame_index"]))
         frame_keep = kept.reindex(key).to_numpy(bool)
         frame_reason = freason.reindex(key).to_numpy(str)
+        if per_track:
+            pick = f["_pick"].to_numpy(bool)
+            f["keep"] = pick
+            f["reason"] = np.where(
+                ~f["face_pass"].to_numpy(bool),
+                f["face_reason"].to_numpy(str),
+                np.where(
+                    pick,
+                    f"best {c.track_k} of its track",
+                    np.where(
+                        f["track_id"].fillna("").astype(str).to_numpy() == "",
+                        "not in a track",
+                        f"not among the best {c.track_k} of its track",
+                    ),
+                ),
+            )
+            return f.drop(columns=["_area", "_pick"]), frames.drop(columns=["_score"])
         f["keep"] = f["face_pass"].to_numpy(bool) & frame_keep
         f["reason"] = np.where(
             ~f["face_pass"].to_numpy(bool),
@@ -202,9 +246,33 @@ class ThresholdStage:
         )
         return f.drop(columns=["_area"]), frames.drop(columns=["_score"])
 
+    def _track_picks(self, f: pd.DataFrame) -> np.ndarray:
+        """Per track: the ``track_k`` best passing faces, ``track_min_gap`` frames apart
+        (best quality first; ties go to the earlier frame)."""
+        c = self.cfg
+        if "track_id" not in f.columns:
+            raise ValueError("threshold.policy best_per_track needs track ids (the track stage)")
+        pick = np.zeros(len(f), bool)
+        tid = f["track_id"].fillna("").astype(str).to_numpy()
+        cand = np.flatnonzero(f["face_pass"].to_numpy(bool) & (tid != ""))
+        quality = f["quality"].to_numpy(np.float64)
+        frame = f["frame_index"].to_numpy(np.int64)
+        by_track: dict[str, list[int]] = {}
+        for i in cand:
+            by_track.setdefault(tid[i], []).append(i)
+        for rows in by_track.values():
+            chosen: list[int] = []
+            for i in sorted(rows, key=lambda r: (-quality[r], frame[r])):
+                if len(chosen) == c.track_k:
+                    break
+                if all(abs(frame[i] - frame[j]) >= c.track_min_gap for j in chosen):
+                    chosen.append(i)
+            pick[chosen] = True
+        return pick
+
     def _source_policy(self, frames: pd.DataFrame) -> pd.DataFrame:
         c = self.cfg
-        if c.policy == "all" or frames.empty:
+        if c.policy in ("all", "best_per_track") or frames.empty:
             return frames
         frames = frames.copy()
         for _src, g in frames[frames["keep"]].groupby("source"):
