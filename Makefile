@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/faceiqa sample --out $(DEMO_DIR)/sample
 	$(VENV)/bin/faceiqa run $(DEMO_DIR)/sample/sample.mp4 --out $(DEMO_DIR)/run --crops --quiet
+	$(VENV)/bin/faceiqa report $(DEMO_DIR)/run
 
 test: $(STAMP)
 	$(PY) -m pytest -q
