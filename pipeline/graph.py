@@ -108,7 +108,8 @@ def plan_resources(cfg: RayConfig, cluster_gpus: float) -> dict[str, dict[str, A
     worker = {
         "batch_size": 1,  # one decode task (a video chunk or a group of images) per call
         "actors": cfg.workers or (3 * n_gpu if gpu else 1),
-        "num_cpus": 1.0 if gpu else cfg.cpus_per_actor,
+        # below 1 CPU each, so that three GPU workers also fit on a small GPU machine
+        "num_cpus": cfg.cpus_per_actor,
         **retries,
     }
     if gpu:

@@ -69,7 +69,11 @@ def test_resource_plan_gpu_and_cpu():
     assert d["batch_size"] == 32 and d["actors"] == 2
     assert d["actors"] * d["num_gpus"] + s["actors"] * s["num_gpus"] <= 1.0
     assert d["num_cpus"] < 1 and isinstance(d["batch_size"], int)
+    w = gpu["worker"]  # the fused workers (the default graph)
+    assert w["actors"] == 3 and w["actors"] * w["num_gpus"] <= 1.0 and w["batch_size"] == 1
+    assert w["actors"] * w["num_cpus"] <= 2  # they also fit a 2-core GPU machine
     cpu = plan_resources(RayConfig(), 0.0)
+    assert cpu["worker"]["actors"] == 1 and "num_gpus" not in cpu["worker"]
     assert cpu["detect"]["batch_size"] == 8 and cpu["detect"]["actors"] == 1
     assert "num_gpus" not in cpu["detect"] and "num_gpus" not in cpu["score"]
     two = plan_resources(RayConfig(detect_batch=12, detect_actors=3), 2.0)
