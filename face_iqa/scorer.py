@@ -79,6 +79,7 @@ class Scorer:
         self._mean = torch.tensor(card.mean, device=device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(card.std, device=device).view(1, 3, 1, 1) * 255.0
         self.offsets = self._crop_offsets()
+        self.oom_splits = 0  # how often a batch was split after running out of GPU memory
 
     def _crop_offsets(self) -> list[tuple[int, int]]:
         span = self.resize - self.size
@@ -127,8 +128,6 @@ class Scorer:
         self.oom_splits += 1
         half = len(crops) // 2
         return np.concatenate([self._score_split(crops[:half]), self._score_split(crops[half:])])
-
-    oom_splits = 0  # how often a batch was split after running out of GPU memory
 
     def _score(self, crops: np.ndarray) -> np.ndarray:
         use_amp = self.cfg.amp and self.device.type == "cuda"

@@ -403,3 +403,23 @@ def test_no_shell_and_safe_yaml(tmp_path):
     with pytest.raises(ConfigError):
         load_config(evil)
     assert not marker.exists()
+
+
+def test_a_crop_the_scorer_cannot_take_is_one_error_row(stages):
+    _, score, _ = stages
+    crops = np.empty(3, dtype=object)
+    rng = np.random.default_rng(0)
+    crops[0] = rng.integers(0, 255, (224, 224, 3), np.uint8)
+    crops[1] = np.zeros((224, 224, 4), np.uint8)  # a 4-channel crop: the scorer refuses it
+    crops[2] = rng.integers(0, 255, (224, 224, 3), np.uint8)
+    batch = {
+        "source": np.array(["a.jpg", "b.jpg", "c.jpg"]),
+        "frame_index": np.zeros(3, np.int64),
+        "status": np.array(["ok", "ok", "ok"]),
+        "error": np.array(["", "", ""]),
+        "crop": crops,
+    }
+    out = score(batch)
+    assert list(out["status"]) == ["ok", "error", "ok"]
+    assert "b.jpg" in out["error"][1] and "scoring failed" in out["error"][1]
+    assert np.isfinite(out["quality"][[0, 2]]).all() and np.isnan(out["quality"][1])

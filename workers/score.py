@@ -50,15 +50,10 @@ class ScoreStage:
                         quality[i] = self.scorer(np.asarray(batch["crop"][i])[None])[0]
                     except Exception as e:  # noqa: BLE001 - one bad crop is one error row
                         status[i] = STATUS_ERROR
-                        error[i] = (
-                            f"{batch['source'][i] if 'source' in batch else 'row'} "
-                            + (
-                                f"frame {batch['frame_index'][i]}: "
-                                if "frame_index" in batch
-                                else ": "
-                            )
-                            + f"scoring failed ({e!r})"
-                        )
+                        where = f"{batch['source'][i]} " if "source" in batch else ""
+                        if "frame_index" in batch:
+                            where += f"frame {batch['frame_index'][i]} "
+                        error[i] = f"{where}face: scoring failed ({e!r})"
         out["status"] = status.astype(str)
         out["error"] = error.astype(str)
         out["quality"] = quality
