@@ -37,6 +37,7 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     assert main(["report", str(d / "run"), "--out", str(tmp_path / "report.html")]) == 0
     page = (tmp_path / "report.html").read_text()
     assert 'id="histogram"' in page and 'id="threshold"' in page
+    assert page.count('class="track"') == len(pd.read_parquet(d / "run" / "tracks.parquet")) >= 1
     assert 'src="http' not in page  # self-contained: no external resources
     shot = tmp_path / "shot.png"
     exe = _chromium()
@@ -186,3 +187,39 @@ def test_calibrate_for_a_target_fnmr(edc_run, tmp_path):
     pq = pd.read_csv(edc_run / "pair_quality.csv")["hyperiqa"]
     frac = float(table.loc[table["hyperiqa"] <= target, "discarded"].iloc[0])
     assert abs((pq < t).mean() - frac) <= 0.02
+
+
+@pytest.mark.slow
+def test_eval_recognition_from_a_pairs_file(edc_run, tmp_path):
+    """``--pairs a,b,same`` (relative paths resolved from the file's folder) gives the same
+    kind of table; pairs naming an image without a face are left out, not fatal."""
+    ids = pd.read_csv(edc_run.parent / "identities.csv")
+    ids = ids[ids["identity"].isin(sorted(ids["identity"].unique())[:3])]
+    rows = []
+    for i, a in enumerate(ids.itertuples()):
+        for b in list(ids.itertuples())[i + 1 :]:
+            rows.append({"a": a.path, "b": b.path, "same": int(a.identity == b.identity)})
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
+    rows.append({"a": "blank.png", "b": ids["path"].iloc[0], "same": 0})
+    pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
+    assert (
+        main(
+            [
+                "eval-recognition",
+                "--pairs",
+                str(tmp_path / "pairs.csv"),
+                "--out",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    table = pd.read_csv(tmp_path / "out" / "edc.csv")
+    assert len(table) == 20 and (table.drop(columns="discarded").to_numpy() <= 1).all()
+    faces = pd.read_parquet(tmp_path / "out" / "faces.parquet")
+    assert not faces.loc[faces["path"].str.endswith("blank.png"), "ok"].any()
