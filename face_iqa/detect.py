@@ -190,6 +190,10 @@ def build_detector(cfg: DetectorConfig | None = None) -> MTCNNDetector:
     configured device and switch to eval mode."""
     cfg = cfg or DetectorConfig()
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        from face_iqa.cpu_alloc import tune_cpu_malloc
+
+        tune_cpu_malloc()  # reuse freed activations instead of faulting in new pages
     nets = []
     for name, cls in (("pnet", PNet), ("rnet", RNet), ("onet", ONet)):
         net = cls(pretrained=False)

@@ -40,17 +40,51 @@ def _scales(h: int, w: int, minsize: int, factor: float) -> list[float]:
     return scales
 
 
-def _pnet_candidates(imgs: torch.Tensor, pnet, scales: list[float], thresh: float):
+def _pyramid_level(integ: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """One pyramid level, area-resampled from the frames' integral images: what
+    ``interpolate(mode="area")`` (adaptive average pooling) gives, normalised for P-Net.
+
+    Bins are separable, so two ``index_select`` per axis do it: rows first, then columns.
+    Returns ``(B, 3, h, w)`` float32 in channels-last memory (what oneDNN wants)."""
+    sh, sw = size
+    hh, ww = integ.shape[1] - 1, integ.shape[2] - 1
+    zero = torch.zeros(1, dtype=torch.int64, device=integ.device)
+    rl, rh = (v[0] for v in _bins(zero, torch.tensor([hh], device=integ.device), sh))
+    cl, ch = (v[0] for v in _bins(zero, torch.tensor([ww], device=integ.device), sw))
+    rows = integ.index_select(1, rh) - integ.index_select(1, rl)  # (B, sh, W+1, 3)
+    b, c = rows.shape[0], rows.shape[3]
+    # columns: one flat gather of pixel rows (faster than index_select on dim 2)
+    flat = rows.view(-1, c)
+    off = (torch.arange(b * sh, device=integ.device) * (ww + 1))[:, None]
+    sums = flat.index_select(0, (off + ch).view(-1)) - flat.index_select(0, (off + cl).view(-1))
+    # mean of the bin, then P-Net's (x - 127.5) / 128; 1/128 and 127.5/128 are exact in float
+    scale = 0.0078125 / ((rh - rl)[:, None] * (ch - cl)[None, :]).to(torch.float32)
+    data = torch.mul(sums.view(b, sh, sw, c), scale[None, :, :, None]).sub_(0.99609375)
+    return data.permute(0, 3, 1, 2)
+
+
+def _pnet_candidates(
+    imgs: torch.Tensor,
+    pnet,
+    scales: list[float],
+    thresh: float,
+    integ: torch.Tensor | None = None,
+):
     """Stage 1. Returns boxes ``(N, 9)`` [x1 y1 x2 y2 score dx1 dy1 dx2 dy2] and image ids,
-    after the per-level (0.5) and per-image (0.7) NMS."""
+    after the per-level (0.5) and per-image (0.7) NMS. With ``integ`` (the frames' integral
+    images) the pyramid comes from it, else from ``interpolate(mode="area")``."""
     h, w = imgs.shape[2:]
     all_boxes, all_img = [], []
     for scale in scales:
-        data = F.interpolate(imgs, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
-        data = (data - 127.5) * 0.0078125
-        if not data.is_cuda:  # channels-last roughly halves P-Net's time on oneDNN (CPU)
-            data = data.contiguous(memory_format=torch.channels_last)
-        reg, probs = pnet(data)
+        size = (int(h * scale + 1), int(w * scale + 1))
+        if integ is not None:
+            data = _pyramid_level(integ, size)
+        else:
+            data = F.interpolate(imgs, size=size, mode="area")
+            data = (data - 127.5) * 0.0078125
+            if not data.is_cuda:  # channels-last roughly halves P-Net's time on oneDNN (CPU)
+                data = data.contiguous(memory_format=torch.channels_last)
+        reg, probs = _pnet(pnet, data)
         p = probs[:, 1]
         idx = (p >= thresh).nonzero()
         img_i, yy, xx = idx[:, 0], idx[:, 1], idx[:, 2]
@@ -144,6 +178,14 @@ def _integral(imgs_u8: torch.Tensor) -> torch.Tensor:
     """Summed-area tables of a batch ``uint8 (B, H, W, 3)``: ``int32 (B, H+1, W+1, 3)``
     (exact: a 4K frame sums to below 2**31 per channel)."""
     b, h, w, c = imgs_u8.shape
+    if not imgs_u8.is_cuda:  # OpenCV's SIMD integral: ~10x torch's cumsum on the CPU
+        import cv2
+
+        frames = imgs_u8.numpy()
+        out = np.empty((b, h + 1, w + 1, c), np.int32)
+        for i in range(b):
+            cv2.integral(frames[i], out[i], sdepth=cv2.CV_32S)
+        return torch.from_numpy(out)
     integ = torch.zeros((b, h + 1, w + 1, c), dtype=torch.int32, device=imgs_u8.device)
     integ[:, 1:, 1:] = imgs_u8
     return integ.cumsum_(1).cumsum_(2)  # in place: one int32 copy of the batch at most
@@ -166,15 +208,43 @@ def _area_crops(
     hmax, wmax = integ.shape[1] - 1, integ.shape[2] - 1
     rl, rh = rl.clamp(0, hmax), rh.clamp(0, hmax)
     cl, ch = cl.clamp(0, wmax), ch.clamp(0, wmax)
-    b = img_ids[:, None, None]
-    s = (
-        integ[b, rh[:, :, None], ch[:, None, :]]
-        - integ[b, rl[:, :, None], ch[:, None, :]]
-        - integ[b, rh[:, :, None], cl[:, None, :]]
-        + integ[b, rl[:, :, None], cl[:, None, :]]
-    )  # (N, S, S, 3)
+    # one flat row gather per corner: pixel (frame, r, c) is row (frame * (H+1) + r) * (W+1) + c
+    w1, c = integ.shape[2], integ.shape[3]
+    base = (img_ids * integ.shape[1])[:, None]
+    r_lo, r_hi = (base + rl) * w1, (base + rh) * w1
+    flat = integ.view(-1, c)
+
+    def corner(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return flat.index_select(0, (r[:, :, None] + col[:, None, :]).reshape(-1))
+
+    s = corner(r_hi, ch) - corner(r_lo, ch) - corner(r_hi, cl) + corner(r_lo, cl)
+    s = s.view(n, size, size, c)
     out = (s.to(torch.float32) / area[..., None]).permute(0, 3, 1, 2).contiguous()
     return out * valid[:, None, None, None]
+
+
+def _max_pool_2x2_ceil(x: torch.Tensor) -> torch.Tensor:
+    """``max_pool2d(x, 2, 2, ceil_mode=True)`` as the maximum of four strided views: on the
+    CPU this skips the argmax indices ATen computes there, and is exact."""
+    h, w = x.shape[2:]
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, w % 2, 0, h % 2), value=float("-inf"))
+    return torch.maximum(
+        torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]),
+        torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]),
+    )
+
+
+def _pnet(pnet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """facenet-pytorch's ``PNet.forward`` with its layers and weights; on the CPU the 2x2 pool
+    is :func:`_max_pool_2x2_ceil`."""
+    if x.is_cuda:
+        return pnet(x)
+    x = pnet.prelu1(pnet.conv1(x))
+    x = _max_pool_2x2_ceil(x)
+    x = pnet.prelu2(pnet.conv2(x))
+    x = pnet.prelu3(pnet.conv3(x))
+    return pnet.conv4_2(x), pnet.softmax4_1(pnet.conv4_1(x))
 
 
 def _run_net(net, data: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -228,7 +298,12 @@ def fast_detect_face(
     scales = _scales(h, w, minsize, factor)
     if not scales:
         return empty
-    boxes, img_ids = _pnet_candidates(imgs, pnet, scales, threshold[0])
+    # The integral images serve the crops of stages 2 and 3; on the CPU the pyramid too
+    # (adaptive average pooling of a whole frame is slow there; on the GPU it is not).
+    integ = _integral(imgs_u8)
+    boxes, img_ids = _pnet_candidates(
+        imgs, pnet, scales, threshold[0], integ=None if imgs_u8.is_cuda else integ
+    )
     if len(boxes) == 0:
         return empty
     reg = boxes[:, 5:9]
@@ -247,7 +322,6 @@ def fast_detect_face(
     b = _square(b)
 
     # Stage 2: R-Net on 24x24 area crops of every candidate at once.
-    integ = _integral(imgs_u8)
     crops = _area_crops(integ, img_ids, _clip_regions(b, w, h), 24)
     reg2, prob2 = _run_net(rnet, (crops - 127.5) * 0.0078125)
     score = prob2[:, 1]

@@ -147,6 +147,10 @@ def build_scorer(cfg: ScorerConfig | None = None) -> Scorer:
     """Load the checkpoint (or the embedded default) and return a ready :class:`Scorer`."""
     cfg = cfg or ScorerConfig()
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        from face_iqa.cpu_alloc import tune_cpu_malloc
+
+        tune_cpu_malloc()  # reuse freed activations instead of faulting in new pages
     path = cfg.checkpoint if cfg.checkpoint is not None else default_checkpoint()
     model, card = build_model(path, device=device)
     return Scorer(model, card, cfg, device)

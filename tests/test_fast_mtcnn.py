@@ -108,3 +108,45 @@ def test_shifted_group_nms_equals_batched_nms():
         b = _group_nms(boxes, scores, groups, thr, shift=False)
         assert len(a) < len(boxes)  # something was suppressed
         assert sorted(a.tolist()) == sorted(b.tolist())
+
+
+def test_integral_pyramid_equals_area_interpolation():
+    """On the CPU the pyramid is read from OpenCV's integral image; it must equal what
+    ``interpolate(mode="area")`` (the reference's resize) gives at every level."""
+    import torch.nn.functional as F
+
+    from face_iqa.fast_mtcnn import _integral, _pyramid_level, _scales
+
+    g = torch.Generator().manual_seed(0)
+    u8 = torch.randint(0, 256, (2, 181, 243, 3), dtype=torch.uint8, generator=g)
+    integ = _integral(u8)
+    ref = torch.zeros((2, 182, 244, 3), dtype=torch.int64)
+    ref[:, 1:, 1:] = u8.to(torch.int64).cumsum(1).cumsum(2)
+    assert integ.dtype == torch.int32 and torch.equal(integ.to(torch.int64), ref)
+    imgs = u8.permute(0, 3, 1, 2).to(torch.float32)
+    scales = _scales(181, 243, 20, 0.709)
+    assert len(scales) >= 4
+    for s in scales:
+        size = (int(181 * s + 1), int(243 * s + 1))
+        want = (F.interpolate(imgs, size=size, mode="area") - 127.5) * 0.0078125
+        got = _pyramid_level(integ, size)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-6, rtol=0), (size, (got - want).abs().max())
+
+
+def test_cpu_pnet_forward_equals_facenet_pnet(fast):
+    """The CPU P-Net path (strided-view 2x2 pool) gives exactly facenet-pytorch's outputs,
+    on odd and even sizes (the pool's ceil mode)."""
+    import torch.nn.functional as F
+
+    from face_iqa.fast_mtcnn import _max_pool_2x2_ceil, _pnet
+
+    g = torch.Generator().manual_seed(0)
+    for h, w in ((37, 52), (40, 41), (12, 12)):
+        x = torch.randn((2, 10, h, w), generator=g)
+        assert torch.equal(_max_pool_2x2_ceil(x), F.max_pool2d(x, 2, 2, ceil_mode=True))
+        img = torch.randn((2, 3, h, w), generator=g).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            ours, ref = _pnet(fast.pnet, img), fast.pnet(img)
+        for a, b in zip(ours, ref):
+            assert torch.equal(a, b)
