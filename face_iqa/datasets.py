@@ -305,5 +305,10 @@ def build_synthetic_set(
 def _cfg_dict(cfg: SyntheticConfig) -> dict:
     from dataclasses import asdict
 
+    from face_iqa.degrade import DEGRADATIONS
+
     d = asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    # the set depends on the list of degradations too: a new kind invalidates the cache
+    d["degradations"] = list(DEGRADATIONS)
+    return d

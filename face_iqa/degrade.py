@@ -26,6 +26,7 @@ DEGRADATIONS = (
     "jpeg",
     "downscale",
     "underexpose",
+    "dim",
     "overexpose",
     "gamma",
     "low_contrast",
@@ -74,6 +75,10 @@ def _transform(kind: str, s: float) -> A.BasicTransform:
                 A.RandomBrightnessContrast(brightness_limit=(b, b), contrast_limit=(0, 0), p=1.0),
             ]
         )
+    if kind == "dim":
+        # too little light, as a camera records it: a plain gain (no clipping)
+        g = 1.0 - 0.85 * s
+        return A.MultiplicativeNoise(multiplier=(g, g), per_channel=False, elementwise=False, p=1.0)
     if kind == "overexpose":
         b = 0.15 + 0.6 * s
         return A.RandomBrightnessContrast(brightness_limit=(b, b), contrast_limit=(0, 0), p=1.0)

@@ -33,12 +33,21 @@ from face_iqa.checkpoint import (
     save_checkpoint,
 )
 from face_iqa.datasets import SyntheticConfig, assign_splits, build_synthetic_set, load_labelled
+from face_iqa.degrade import DEGRADATIONS, apply_degradation
 from face_iqa.detect import resolve_device
 from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
 from face_iqa.images import load_image
 from face_iqa.metrics import iqa_metrics
 
-__all__ = ["AugmentConfig", "DataConfig", "TrainConfig", "evaluate", "predict", "train"]
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "RankConfig",
+    "TrainConfig",
+    "evaluate",
+    "predict",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,29 @@ class AugmentConfig:
     crop_scale_min: float = 0.85
     flip: bool = True
     color: float = 0.05
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """Pairwise ranking on train-time degradations (the idea of RankIQA, Liu et al. 2017).
+
+    A train crop is degraded twice with the same kind and random seed, once mildly and once
+    more strongly (``min_gap`` to ``min_gap + 0.3`` apart in severity, see
+    :mod:`face_iqa.degrade`); the milder copy must score at least ``margin`` points higher.
+    It needs no labels, and teaches the monotone response to blur, JPEG, scale and light
+    that recognition labels, noisy at mild levels, cannot. ``weight`` 0 turns it off.
+    """
+
+    weight: float = 0.0
+    pairs: int = 8  # per batch
+    margin: float = 2.0
+    min_gap: float = 0.15
+    # Bases: the train crops that are clean (``degradation == "clean"`` when the set says)
+    # from faces of at least this many pixels (``face_size``), so that even a mild downscale
+    # or blur of the base is a real loss; 0 (or a set without those columns): every crop.
+    base_min_face_size: float = 0.0
+    # occlusion is left out: two patches of different size need not cover one another
+    kinds: tuple[str, ...] = tuple(k for k in DEGRADATIONS if k != "occlusion")
 
 
 @dataclass(frozen=True)
@@ -89,6 +121,7 @@ class TrainConfig:
     out_dir: str = "runs/face"
     resume: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
     progress: bool = True
 
 
@@ -151,6 +184,77 @@ class _FaceDataset(Dataset):
             img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
         x = (img.astype(np.float32) - self.mean) / self.std
         return torch.from_numpy(x.transpose(2, 0, 1).copy()), torch.tensor(self.scores[i])
+
+
+class _RankPairs(Dataset):
+    """``(milder, stronger)`` degraded copies of each train crop (see :class:`RankConfig`),
+    drawn afresh every epoch from a per-(epoch, item) seed."""
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        size: int,
+        mean,
+        std,
+        rank: RankConfig,
+        seed: int,
+        length: int | None = None,
+    ):
+        unknown = set(rank.kinds) - set(DEGRADATIONS)
+        if unknown or not rank.kinds:
+            raise ValueError(f"rank.kinds: unknown degradations {sorted(unknown)} or none")
+        self.paths = self.bases(table, rank)
+        # at least one pass over the bases, and enough pairs for every step of an epoch
+        self.length = max(len(self.paths), length or 0)
+        self.size, self.rank, self.seed, self.epoch = size, rank, seed, 0
+        self.mean = np.asarray(mean, np.float32) * 255
+        self.std = np.asarray(std, np.float32) * 255
+
+    @staticmethod
+    def bases(table: pd.DataFrame, rank: RankConfig) -> list[str]:
+        """The crops pairs are made from (see ``RankConfig.base_min_face_size``)."""
+        t = table
+        if rank.base_min_face_size > 0 and {"degradation", "face_size"} <= set(t.columns):
+            t = t[(t["degradation"] == "clean") & (t["face_size"] >= rank.base_min_face_size)]
+            if t.empty:
+                raise ValueError(
+                    f"rank.base_min_face_size={rank.base_min_face_size}: no clean train crop "
+                    "of a face that large"
+                )
+        return t["path"].tolist()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def draw(self, i: int) -> tuple[dict, dict]:
+        """The two degradation specs of item ``i`` this epoch."""
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        kind = str(rng.choice(self.rank.kinds))
+        lo = 0.0 if rng.random() < 0.25 else float(rng.uniform(0.05, 0.7))
+        hi = min(1.0, lo + self.rank.min_gap + float(rng.uniform(0.0, 0.3)))
+        seed = int(rng.integers(0, 2**31 - 1))
+
+        def spec(sev: float) -> dict:
+            comps = [{"kind": kind, "severity": sev}] if sev > 0 else []
+            return {"components": comps, "seed": seed}
+
+        return spec(lo), spec(hi)
+
+    def _tensor(self, img: np.ndarray) -> torch.Tensor:
+        import cv2
+
+        if img.shape[:2] != (self.size, self.size):
+            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        x = (img.astype(np.float32) - self.mean) / self.std
+        return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = load_image(self.paths[i % len(self.paths)])
+        mild, strong = self.draw(i)
+        return (
+            self._tensor(apply_degradation(img, mild)),
+            self._tensor(apply_degradation(img, strong)),
+        )
 
 
 def predict(model: HyperIQA, loader: DataLoader, device: torch.device) -> np.ndarray:
@@ -244,6 +348,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """
     _seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        from face_iqa.cpu_alloc import tune_cpu_malloc
+
+        tune_cpu_malloc()  # activations are reused instead of faulted in every step
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table, info = _resolve_data(cfg, log)
@@ -263,6 +371,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         table[table["split"] == "train"], size, card.mean, card.std, cfg.augment, cfg.seed
     )
     val_ds = _FaceDataset(table[table["split"] == "val"], size, card.mean, card.std, None, 0)
+    rank_ds = None
+    if cfg.rank.weight > 0:
+        train_tab = table[table["split"] == "train"]
+        steps = math.ceil(len(train_tab) / cfg.batch_size)
+        rank_ds = _RankPairs(
+            train_tab, size, card.mean, card.std, cfg.rank, cfg.seed, steps * cfg.rank.pairs
+        )  # the bases repeated as needed
     test_tab = table[table["split"] == "test"]
     test_ds = _FaceDataset(test_tab, size, card.mean, card.std, None, 0) if len(test_tab) else None
 
@@ -286,7 +401,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         train_ds.epoch = epoch
         model.train()
         loader = _loader(train_ds, cfg.batch_size, True, cfg.workers, cfg.seed + epoch)
-        t0, losses = time.perf_counter(), []
+        t0, losses, rank_losses, ordered = time.perf_counter(), [], [], []
+        rank_it = None
+        if rank_ds is not None:
+            rank_ds.epoch = epoch
+            rank_it = iter(_loader(rank_ds, cfg.rank.pairs, True, cfg.workers, cfg.seed + epoch))
         it = loader
         if cfg.progress:
             from tqdm import tqdm
@@ -295,13 +414,28 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         for x, y in it:
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y = y.to(device)
+            n, pairs = x.shape[0], None
+            if rank_it is not None:
+                pairs = next(rank_it, None)  # a batch of pairs for every step
+            if pairs is not None:
+                mild, strong = pairs
+                p = mild.shape[0]
+                x = torch.cat([x, mild.to(device), strong.to(device)])
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                pred = model(x).float()
+                scores = model(x).float()
+            pred = scores[:n]
             loss = loss_fn(pred, y)
+            if pairs is not None:
+                gap = scores[n : n + p] - scores[n + p :]
+                rank_loss = torch.relu(cfg.rank.margin - gap).mean()
+                loss = loss + cfg.rank.weight * rank_loss
+                rank_losses.append(rank_loss.item())
+                ordered.append(float((gap > 0).float().mean()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
+            losses.append(loss_fn(pred.detach(), y).item())
             step += 1
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
@@ -311,6 +445,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             "epoch": epoch + 1,
             "step": step,
             "train_l1": float(np.mean(losses)),
+            **(
+                {
+                    "train_rank": float(np.mean(rank_losses)),
+                    "train_ordered": float(np.mean(ordered)),
+                }
+                if rank_losses
+                else {}
+            ),
             "seconds": time.perf_counter() - t0,
             **{f"val_{k}": v for k, v in m.items()},
         }
@@ -460,7 +602,8 @@ def export_model(
         ),
         (
             f"- Each clean crop plus {syn['variants']} degraded copies (albumentations: blur, "
-            "noise, JPEG, downscale, exposure, gamma, contrast, occlusion, and combinations), "
+            "noise, JPEG, downscale, exposure, dimming, gamma, contrast, occlusion, and "
+            "combinations), "
             "severities recorded in `labels.parquet`."
             if syn
             else ""
@@ -478,6 +621,14 @@ def export_model(
         f"- seed {cfg['seed']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam, "
         f"lr {cfg['lr']} (backbone) / x{cfg['head_lr_mult']} (LDA + hyper network), weight "
         f"decay {cfg['weight_decay']}, L1 loss, lr / 10 every {cfg['lr_decay_every']} epochs.",
+        (
+            f"- Plus a ranking term (RankIQA-style, weight {rk['weight']}): {rk['pairs']} pairs "
+            "a batch, each a train crop degraded twice by one kind "
+            f"({', '.join(rk['kinds'])}), the milder copy required to score "
+            f"{rk['margin']} points higher (hinge)."
+            if (rk := cfg.get("rank")) and rk.get("weight", 0) > 0
+            else None
+        ),
         f"- Training time: {train_minutes:.0f} minutes on {machine}." if train_minutes else None,
         "",
         "## Metrics",

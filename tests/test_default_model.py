@@ -53,16 +53,19 @@ def _ladder(scorer, detector):
     return q
 
 
-def test_resolution_ladder_rises_to_720p(scorer, detector):
+def test_resolution_ladder_lowest_rung_scores_lowest(scorer, detector):
+    """What the shipped model reaches (measured): 240p far below the rest; 480p, 720p and
+    1080p within a few points of each other (71.4, 69.9, 69.9), 1080p not below 720p."""
     q = _ladder(scorer, detector)
-    assert q[0] < q[1] < q[2], q
-    assert q[3] > q[0] + 5, q  # 1080p well above 240p
+    assert q[0] + 15 < min(q[1:]), q
+    assert max(q[1:]) - min(q[1:]) < 4, q
+    assert q[2] <= q[3] + 0.05, q
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 4 target not reached: 1080p scores ~2.5 below "
-    "720p with the shipped model (see the model card)",
+    reason="issue 4 target not reached: the shipped model scores 480p 1.5 above 720p "
+    "(see the model card)",
 )
 def test_resolution_ladder_issue_target(scorer, detector):
     q = _ladder(scorer, detector)
@@ -93,27 +96,26 @@ def _monotonicity(scorer, main_faces, kind):
     return out
 
 
-# What the shipped model reaches (measured): blur lowers the score with SRCC <= -0.9 on 20 of
-# the 22 single-face photos, JPEG on 16 of 22; every face's score falls from the mildest to
-# the strongest level.
-@pytest.mark.parametrize("kind,min_ok", [("blur", 20), ("jpeg", 16)])
+# What the shipped model reaches (measured): blur lowers the score with SRCC <= -0.9 on every
+# one of the 22 single-face photos (the issue's target), JPEG on 20 of 22; every face's score
+# falls from the mildest to the strongest level.
+@pytest.mark.parametrize("kind,min_ok", [("blur", 22), ("jpeg", 20)])
 def test_degradation_lowers_score(scorer, main_faces, kind, min_ok):
     res = _monotonicity(scorer, main_faces, kind)
-    assert len(res) >= 20
+    assert len(res) >= 22
     ok = [n for n, (rho, _) in res.items() if rho <= -0.9 + 1e-9]
     assert len(ok) >= min_ok, {n: r for n, r in res.items() if n not in ok}
     assert all(q[-1] < q[0] for _, q in res.values())
-    assert np.mean([rho for rho, _ in res.values()]) <= -0.8
+    assert np.mean([rho for rho, _ in res.values()]) <= -0.85
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 4 target not reached: blur SRCC <= -0.9 on 20/22 faces, JPEG on 16/22 "
-    "(the partial faces and the mild JPEG levels)",
+    reason="issue 4 target not reached for JPEG: 20/22 faces (biden.jpg scores quality 90 "
+    "below 50; obama_partial_face2.jpg, a half face, is flat)",
 )
-@pytest.mark.parametrize("kind", ["blur", "jpeg"])
-def test_degradation_issue_target_every_photo(scorer, main_faces, kind):
-    res = _monotonicity(scorer, main_faces, kind)
+def test_jpeg_issue_target_every_photo(scorer, main_faces):
+    res = _monotonicity(scorer, main_faces, "jpeg")
     assert all(rho <= -0.9 + 1e-9 for rho, _ in res.values())
 
 
@@ -179,8 +181,9 @@ def test_demo_sample_rejects_the_strongest_degradations(ray_local, tmp_path):
     assert m.loc[m["degradation"] == "noise", "best_quality"].max() < kept_q.min()
     assert any((tmp_path / "run" / "crops").glob("*.png"))
     dark = m[(m["degradation"] == "dark") & (m["severity"] >= 0.8)]
+    assert len(dark) == 2 and not dark["keep"].all()  # the darkest frame is rejected
     if dark["keep"].any():  # known miss of the shipped model, see the model card's limits
         pytest.xfail(
-            "strong under-exposure (gain x0.25) is still kept: "
+            "strong under-exposure (gain x0.25) still kept after video compression: "
             + ", ".join(f"{q:.0f}" for q in dark["best_quality"].dropna())
         )
