@@ -24,6 +24,7 @@ __all__ = ["tune_cpu_malloc"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _MMAP_THRESHOLD = 1 << 30  # allocations up to 1 GiB come from the heap
 _TRIM_THRESHOLD = (1 << 31) - 1
 
@@ -48,7 +49,12 @@ def tune_cpu_malloc() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    _done = bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)) and bool(
-        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    # One arena: threads other than the main one get arenas of their own otherwise, made of
+    # 64 MiB heaps that are trimmed on free, where these thresholds do not help (a thread
+    # that already has an arena keeps it: Ray workers get MALLOC_ARENA_MAX=1 at start).
+    _done = (
+        bool(mallopt(_M_ARENA_MAX, 1))
+        and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+        and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
     )
     return _done
