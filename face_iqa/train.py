@@ -131,6 +131,16 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _normalised(img: np.ndarray, size: int, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    """A ``uint8`` HxWx3 crop as the model's ``(3, size, size)`` float input."""
+    import cv2
+
+    if img.shape[:2] != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    x = (img.astype(np.float32) - mean) / std
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
 class _FaceDataset(Dataset):
     def __init__(
         self, table: pd.DataFrame, size: int, mean, std, augment: AugmentConfig | None, seed: int
@@ -173,17 +183,13 @@ class _FaceDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        import cv2
 
         img = load_image(self.paths[i])
         if self.aug is not None:
             # a per-(epoch, item) seed: reproducible whatever the worker count
             self.aug.set_random_seed(self.seed * 1_000_003 + self.epoch * 100_003 + i)
             img = self.aug(image=img)["image"]
-        if img.shape[:2] != (self.size, self.size):
-            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        x = (img.astype(np.float32) - self.mean) / self.std
-        return torch.from_numpy(x.transpose(2, 0, 1).copy()), torch.tensor(self.scores[i])
+        return _normalised(img, self.size, self.mean, self.std), torch.tensor(self.scores[i])
 
 
 class _RankPairs(Dataset):
@@ -240,20 +246,12 @@ class _RankPairs(Dataset):
 
         return spec(lo), spec(hi)
 
-    def _tensor(self, img: np.ndarray) -> torch.Tensor:
-        import cv2
-
-        if img.shape[:2] != (self.size, self.size):
-            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        x = (img.astype(np.float32) - self.mean) / self.std
-        return torch.from_numpy(x.transpose(2, 0, 1).copy())
-
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img = load_image(self.paths[i % len(self.paths)])
         mild, strong = self.draw(i)
         return (
-            self._tensor(apply_degradation(img, mild)),
-            self._tensor(apply_degradation(img, strong)),
+            _normalised(apply_degradation(img, mild), self.size, self.mean, self.std),
+            _normalised(apply_degradation(img, strong), self.size, self.mean, self.std),
         )
 
 
@@ -424,8 +422,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 scores = model(x).float()
-            pred = scores[:n]
-            loss = loss_fn(pred, y)
+            l1 = loss_fn(scores[:n], y)
+            loss = l1
             if pairs is not None:
                 gap = scores[n : n + p] - scores[n + p :]
                 rank_loss = torch.relu(cfg.rank.margin - gap).mean()
@@ -435,7 +433,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss_fn(pred.detach(), y).item())
+            losses.append(l1.item())
             step += 1
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
