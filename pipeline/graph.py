@@ -33,7 +33,11 @@ class RayConfig:
         so frames and crops never travel between processes (moving them cost more than
         detection itself). ``false``: one pool per stage (scale detector and scorer apart).
     workers: fused pool size (``null``: 3 per GPU, so that one worker's decoding and
-        aligning overlap the others' GPU work; 1 without GPUs).
+        aligning overlap the others' GPU work; without GPUs, one per 4 CPUs and at least
+        2, each with an equal share of the CPUs as torch threads, so that one worker's
+        serial parts (decoding, aligning, Python) overlap the other's model work: on the
+        2-core machine two 1-thread workers ran 1.1x one 2-thread worker). Never more
+        workers than the run has tasks.
     worker_gpus: GPU fraction of a fused worker.
     """
 
@@ -89,10 +93,13 @@ def init_ray(cfg: RayConfig) -> Any:
     return ray
 
 
-def plan_resources(cfg: RayConfig, cluster_gpus: float) -> dict[str, dict[str, Any]]:
+def plan_resources(
+    cfg: RayConfig, cluster_gpus: float, cluster_cpus: float = 2.0
+) -> dict[str, dict[str, Any]]:
     """Per-stage Ray arguments: GPUs (fractional, so detector and scorer share a card)
     when the cluster has them, else CPU actors with a fractional CPU reservation."""
     gpu = cluster_gpus > 0
+    cpus = max(1, int(cluster_cpus))
     n_gpu = max(1, int(cluster_gpus)) if gpu else 1
     # Plain keyword arguments: Ray 2.60 warns that this style is deprecated, but its
     # `ray_remote_args=` parameter ends up as an (invalid) option key in this release.
@@ -114,7 +121,7 @@ def plan_resources(cfg: RayConfig, cluster_gpus: float) -> dict[str, dict[str, A
         score["num_gpus"] = cfg.score_gpus
     worker = {
         "batch_size": 1,  # one decode task (a video chunk or a group of images) per call
-        "actors": cfg.workers or (3 * n_gpu if gpu else 1),
+        "actors": cfg.workers or (3 * n_gpu if gpu else min(cpus, max(2, cpus // 4))),
         # below 1 CPU each, so that three GPU workers also fit on a small GPU machine
         "num_cpus": cfg.cpus_per_actor,
         **retries,
@@ -155,8 +162,10 @@ def build_dataset(
     from workers.detect import DetectStage
     from workers.score import ScoreStage
 
-    gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    res = plan_resources(job.ray, gpus)
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0.0))
+    cpus = float(resources.get("CPU", 1.0))
+    res = plan_resources(job.ray, gpus, cpus)
     cfg = job
     detect_cfg = cfg.detect
     score_cfg = cfg.score
@@ -178,11 +187,11 @@ def build_dataset(
     classes = {"detect": DetectStage, "score": ScoreStage, **(stage_classes or {})}
     if cfg.ray.fuse:
         args = dict(res["worker"])
+        actors = max(1, min(args.pop("actors"), len(rows)))  # no idle workers to start
         threads = 0
         if gpus == 0:  # CPU workers share the node's cores (Ray would give each one thread)
-            cpus = float(ray.cluster_resources().get("CPU", 1.0))
-            threads = max(1, int(cpus) // args["actors"])
-        pool = ray.data.ActorPoolStrategy(size=args.pop("actors"))
+            threads = max(1, int(cpus) // actors)
+        pool = ray.data.ActorPoolStrategy(size=actors)
         return ds.map_batches(
             FrameWorker,
             fn_constructor_kwargs={

@@ -61,7 +61,8 @@ def test_shipped_presets_load():
 
 def test_resource_plan_gpu_and_cpu():
     """With GPUs: two detectors and a scorer share each card (fractions fit in 1.0) and the
-    detector takes 32 frames a call; without: one CPU actor each, 8 frames, no GPU asked."""
+    detector takes 32 frames a call; without: one CPU actor per stage, 8 frames, no GPU
+    asked, and fused workers by the CPU count (two at least, one per 4 CPUs)."""
     from pipeline.graph import RayConfig, plan_resources
 
     gpu = plan_resources(RayConfig(), 1.0)
@@ -72,8 +73,15 @@ def test_resource_plan_gpu_and_cpu():
     w = gpu["worker"]  # the fused workers (the default graph)
     assert w["actors"] == 3 and w["actors"] * w["num_gpus"] <= 1.0 and w["batch_size"] == 1
     assert w["actors"] * w["num_cpus"] <= 2  # they also fit a 2-core GPU machine
-    cpu = plan_resources(RayConfig(), 0.0)
-    assert cpu["worker"]["actors"] == 1 and "num_gpus" not in cpu["worker"]
+    cpu = plan_resources(RayConfig(), 0.0, 2.0)
+    assert cpu["worker"]["actors"] == 2 and "num_gpus" not in cpu["worker"]
+    assert cpu["worker"]["actors"] * cpu["worker"]["num_cpus"] < 2  # decoders keep a CPU
+    assert [plan_resources(RayConfig(), 0.0, c)["worker"]["actors"] for c in (1, 8, 16)] == [
+        1,
+        2,
+        4,
+    ]
+    assert plan_resources(RayConfig(workers=3), 0.0, 2.0)["worker"]["actors"] == 3
     assert cpu["detect"]["batch_size"] == 8 and cpu["detect"]["actors"] == 1
     assert "num_gpus" not in cpu["detect"] and "num_gpus" not in cpu["score"]
     two = plan_resources(RayConfig(detect_batch=12, detect_actors=3), 2.0)

@@ -44,6 +44,26 @@ def test_scorer_preprocessing_from_card(tiny_ckpt, crops):
     np.testing.assert_allclose(s(crops), manual, atol=1e-4)
 
 
+def test_folded_scorer_matches_the_unfolded_model(crops):
+    """The scorer folds the backbone's batch norms: the embedded model's scores must be
+    those of the checkpoint as loaded (to float rounding, far below a score point)."""
+    from face_iqa.checkpoint import build_model
+    from face_iqa.scorer import default_checkpoint
+
+    s = build_scorer(ScorerConfig(device="cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in s.model.modules())
+    model, card = build_model(default_checkpoint())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(card.mean).view(1, 3, 1, 1)
+    std = torch.tensor(card.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        want = model((x - mean) / std).numpy()
+    got = s(crops)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    assert np.ptp(want) > 0.1  # distinct faces, so agreement is not trivial
+
+
 def test_multi_crop_is_deterministic_and_differs(tiny_ckpt, crops):
     one = build_scorer(ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", resize=256))
     many = build_scorer(
