@@ -2,8 +2,8 @@
 
 - ``frames.parquet``: every input frame exactly once (source, frame_index, timestamp_s,
   n_faces, best_quality, keep, reason, status, error);
-- ``faces.parquet``: one row per face (box, landmarks, det_prob, face_size, quality, keep,
-  reason), plus the faceless / failed frame rows;
+- ``faces.parquet``: one row per face (box, landmarks, det_prob, face_size, quality,
+  exposure, keep, reason), plus the faceless / failed frame rows;
 - ``crops/`` and ``kept_frames/`` when asked; ``summary.json``.
 
 Sources are processed in waves through the streaming Ray Data graph; each finished source
@@ -47,6 +47,7 @@ FACE_COLUMNS_OUT = [
     "det_prob",
     "face_size",
     "quality",
+    "exposure",
     "align",
     "keep",
     "reason",
@@ -82,6 +83,7 @@ def _batch_to_frame(batch: dict[str, np.ndarray]) -> pd.DataFrame:
         "det_prob",
         "face_size",
         "quality",
+        "exposure",
         "align",
         "status",
         "error",
@@ -129,6 +131,7 @@ def _missing_rows(source: str) -> pd.DataFrame:
                 "det_prob": np.nan,
                 "face_size": np.nan,
                 "quality": np.nan,
+                "exposure": np.nan,
                 "align": "",
                 "status": STATUS_ERROR,
                 "error": f"{source}: no output came back for this source",
@@ -398,6 +401,7 @@ def _reason_kind(reason: str) -> str:
         return _reason_kind(inner.rstrip(")"))
     for prefix in (
         "quality",
+        "exposure",
         "face ",
         "det_prob",
         "largest face",

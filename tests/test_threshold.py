@@ -50,6 +50,23 @@ def test_face_rules_and_reasons():
     assert r[3] == "no face" and r[4] == "error" and r[5].startswith("det_prob 0.800")
 
 
+def test_exposure_rule_and_its_absence():
+    """Under-exposed faces are rejected with their own reason, after the other rules; a
+    batch without ``exposure`` (a custom score stage) or a NaN there is not ruled on."""
+    st = ThresholdStage(ThresholdConfig(min_quality=40, min_exposure=50))
+    batch = {c: FACES[c].to_numpy() for c in FACES.columns}
+    batch["exposure"] = np.array([30.0, 30.0, 200.0, np.nan, np.nan, np.nan, 120.0])
+    out = st(batch)
+    assert list(out["face_pass"]) == [False, False, False, False, False, True, True]
+    assert out["face_reason"][0] == "exposure 30 < 50 (under-exposed)"
+    assert out["face_reason"][1] == "quality 20.0 < 40"  # the model's reason comes first
+    del batch["exposure"]
+    assert st(batch)["face_pass"][0]
+    faces, frames = st.decide(FACES.assign(exposure=batch["quality"] * 0 + 10.0))
+    assert not faces.loc[faces["status"] == "ok", "keep"].any()
+    assert frames.loc[0, "reason"] == "no face passes (exposure 10 < 50 (under-exposed))"
+
+
 def test_frame_rules():
     any_f = ThresholdStage(ThresholdConfig(min_quality=40)).decide(FACES)[1]
     assert list(any_f.columns) == FRAME_COLUMNS
@@ -97,7 +114,15 @@ def test_top_k_and_quantile_per_source():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"frame_rule": "most"}, {"policy": "best"}, {"top_k": 0}, {"quantile": 2.0}, {"max_faces": 0}],
+    [
+        {"frame_rule": "most"},
+        {"policy": "best"},
+        {"top_k": 0},
+        {"quantile": 2.0},
+        {"max_faces": 0},
+        {"min_exposure": -1.0},
+        {"min_exposure": 300.0},
+    ],
 )
 def test_bad_config(bad):
     with pytest.raises(ValueError):

@@ -1,4 +1,4 @@
-"""Quality stage: adds a ``quality`` column to a face batch."""
+"""Quality stage: adds the ``quality`` and ``exposure`` columns to a face batch."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from face_iqa.exposure import face_exposure
 from face_iqa.schema import STATUS_ERROR, STATUS_OK, check_batch
 from face_iqa.scorer import Scorer, ScorerConfig, build_scorer
 
@@ -22,8 +23,10 @@ class ScoreStage:
     """``ScoreStage(cfg)(batch)``: score the aligned crop of every ``status="ok"`` row.
 
     Adds ``quality`` (``float32``, the model's score range; NaN on rows without a face or
-    with an error) and ``score_s`` (each row's share of the model's time for this batch). Rows keep their order;
-    the ``crop`` column is kept for later stages (writers drop it).
+    with an error), ``exposure`` (0-255, how bright the inner face's highlights are,
+    :func:`face_iqa.exposure.face_exposure`; NaN likewise) and ``score_s`` (each row's
+    share of the model's time for this batch). Rows keep their order; the ``crop`` column
+    is kept for later stages (writers drop it).
     """
 
     def __init__(self, cfg: ScoreStageConfig | None = None, scorer: Scorer | None = None) -> None:
@@ -34,6 +37,7 @@ class ScoreStage:
         n = check_batch(batch, ("status", "crop"), "ScoreStage")
         out = dict(batch)
         quality = np.full(n, np.nan, np.float32)
+        exposure = np.full(n, np.nan, np.float32)
         ok = np.flatnonzero(np.asarray(batch["status"]) == STATUS_OK)
         t0 = time.perf_counter()
         status = np.asarray(batch["status"]).astype(str).astype(object)
@@ -44,10 +48,13 @@ class ScoreStage:
                 if crops.dtype == object:  # Ray may hand ragged tensors over as objects
                     crops = np.stack(list(crops))
                 quality[ok] = self.scorer(crops[ok])
+                exposure[ok] = face_exposure(crops[ok])
             except Exception:  # noqa: BLE001 - find the row that broke the batch, below
                 for i in ok:
                     try:
-                        quality[i] = self.scorer(np.asarray(batch["crop"][i])[None])[0]
+                        one = np.asarray(batch["crop"][i])[None]
+                        quality[i] = self.scorer(one)[0]
+                        exposure[i] = face_exposure(one)[0]
                     except Exception as e:  # noqa: BLE001 - one bad crop is one error row
                         status[i] = STATUS_ERROR
                         where = f"{batch['source'][i]} " if "source" in batch else ""
@@ -57,5 +64,6 @@ class ScoreStage:
         out["status"] = status.astype(str)
         out["error"] = error.astype(str)
         out["quality"] = quality
+        out["exposure"] = exposure
         out["score_s"] = np.full(n, (time.perf_counter() - t0) / max(n, 1), np.float64)
         return out

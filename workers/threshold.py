@@ -40,6 +40,9 @@ class ThresholdConfig:
     min_quality: faces scoring below are rejected (the model's scale, 0-100).
     min_face_size: faces whose box's shorter side is below this (pixels) are rejected.
     min_det_prob: faces with a lower detection probability are rejected.
+    min_exposure: faces whose ``exposure`` (0-255: the 95th percentile of the inner face's
+        luma, :mod:`face_iqa.exposure`) is below are rejected as under-exposed. Rows
+        without an ``exposure`` column (a custom score stage) are not ruled on.
     frame_rule: ``any`` (keep a frame if any face passes), ``all`` (every face passes),
         ``largest`` (its largest face passes).
     max_faces: reject frames with more faces than this (``null``: no limit).
@@ -58,6 +61,7 @@ class ThresholdConfig:
     min_quality: float = 40.0
     min_face_size: float = 0.0
     min_det_prob: float = 0.0
+    min_exposure: float = 50.0
     frame_rule: str = "any"
     max_faces: int | None = None
     policy: str = "all"
@@ -83,6 +87,8 @@ class ThresholdConfig:
             raise ValueError(f"threshold.top_k must be >= 1, got {self.top_k}")
         if not 0.0 <= self.quantile <= 1.0:
             raise ValueError(f"threshold.quantile must be in [0, 1], got {self.quantile}")
+        if not 0.0 <= self.min_exposure <= 255.0:
+            raise ValueError(f"threshold.min_exposure must be in [0, 255], got {self.min_exposure}")
         if self.max_faces is not None and self.max_faces < 1:
             raise ValueError(f"threshold.max_faces must be >= 1 or null, got {self.max_faces}")
 
@@ -99,10 +105,13 @@ class ThresholdStage:
         quality: np.ndarray,
         face_size: np.ndarray,
         det_prob: np.ndarray,
+        exposure: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(passes, reason)`` per face row."""
+        """``(passes, reason)`` per face row (``exposure`` NaN or absent: not ruled on)."""
         c = self.cfg
         n = len(status)
+        if exposure is None:
+            exposure = np.full(n, np.nan)
         passes = np.zeros(n, bool)
         reason = np.empty(n, object)
         for i in range(n):
@@ -118,6 +127,8 @@ class ThresholdStage:
                 reason[i] = f"face {face_size[i]:.0f}px < {c.min_face_size:g}px"
             elif det_prob[i] < c.min_det_prob:
                 reason[i] = f"det_prob {det_prob[i]:.3f} < {c.min_det_prob:g}"
+            elif exposure[i] < c.min_exposure:
+                reason[i] = f"exposure {exposure[i]:.0f} < {c.min_exposure:g} (under-exposed)"
             else:
                 passes[i] = True
                 reason[i] = "pass"
@@ -131,6 +142,7 @@ class ThresholdStage:
             np.asarray(batch["quality"], np.float64),
             np.asarray(batch["face_size"], np.float64),
             np.asarray(batch["det_prob"], np.float64),
+            np.asarray(batch["exposure"], np.float64) if "exposure" in batch else None,
         )
         return out
 
@@ -153,6 +165,7 @@ class ThresholdStage:
                 f["quality"].to_numpy(np.float64),
                 f["face_size"].to_numpy(np.float64),
                 f["det_prob"].to_numpy(np.float64),
+                f["exposure"].to_numpy(np.float64) if "exposure" in f.columns else None,
             )
         is_face = f["status"] == STATUS_OK
         f["_area"] = np.where(is_face, f["face_size"].fillna(0.0) ** 2, -1.0)
