@@ -213,7 +213,8 @@ def end_to_end(
     assert n == n_frames and n_short == 32, (n, n_short)
     t_run, t_naive = min(runs), min(naives)
     # a run pays a fixed start (actors start, models load); the marginal rate is the
-    # throughput of a long video once the pipeline is full
+    # throughput of a long video once the pipeline is full (rough: a short clip is cut in
+    # smaller chunks than a long one, so that every worker gets a share of it)
     marginal = (n - n_short) / max(t_run - t_short, 1e-9)
     best = " (best of each)" if repeat > 1 else ""
     print(
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--frames", type=int, default=None, help="default: 64 on GPU, 16 on CPU")
-    ap.add_argument("--e2e-frames", type=int, default=None, help="default: 1536 GPU, 48 CPU")
+    ap.add_argument("--e2e-frames", type=int, default=None, help="default: 1536 GPU, 240 CPU")
     ap.add_argument("--naive-frames", type=int, default=None, help="default: 128 GPU, all on CPU")
     ap.add_argument("--set", action="append", default=[], help="config overrides for the run")
     ap.add_argument("--profile", action="store_true", help="profile one fast 720p batch")
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     f720 = np.stack([cv2.resize(f, (1280, 720), interpolation=cv2.INTER_AREA) for f in f1080])
     res = {} if args.skip_detect else detection(device, f720, f1080, batch, iters, args.profile)
     if not args.skip_e2e:
-        e2e_n = args.e2e_frames or (1536 if gpu else 48)
+        e2e_n = args.e2e_frames or (1536 if gpu else 240)
         naive_n = args.naive_frames or (128 if gpu else e2e_n)
         with tempfile.TemporaryDirectory() as tmp:
             clip = _write_clip(_iter_frames(args.video, e2e_n, (1280, 720)), Path(tmp) / "720p.mp4")

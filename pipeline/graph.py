@@ -10,7 +10,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FrameWorker", "RayConfig", "build_dataset", "init_ray", "plan_resources"]
+__all__ = [
+    "FrameWorker",
+    "RayConfig",
+    "build_dataset",
+    "init_ray",
+    "plan_resources",
+    "task_split",
+]
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,22 @@ def plan_resources(
             "max_retries": cfg.max_retries,
         },
     }
+
+
+def task_split(cfg: Any) -> tuple[int, int]:
+    """``(min_tasks, min_chunk)`` for :func:`workers.decode.make_tasks`: with the fused
+    pool, two tasks per worker, so that a short clip is shared by every worker and none
+    waits on a longer last chunk; chunks no shorter than a detector batch. ``cfg`` is the
+    resolved :class:`pipeline.config.Config`; Ray must be initialised."""
+    import ray
+
+    if not cfg.ray.fuse:
+        return 1, 1
+    resources = ray.cluster_resources()
+    res = plan_resources(
+        cfg.ray, float(resources.get("GPU", 0.0)), float(resources.get("CPU", 1.0))
+    )
+    return 2 * res["worker"]["actors"], res["detect"]["batch_size"]
 
 
 def build_dataset(

@@ -207,7 +207,7 @@ def run(
     if resume and done:
         log(f"resume: {len(done)} of {len(sources)} sources already finished")
 
-    from pipeline.graph import build_dataset, init_ray
+    from pipeline.graph import build_dataset, init_ray, task_split
     from workers.decode import make_tasks
 
     stage = ThresholdStage(cfg.threshold)
@@ -219,8 +219,10 @@ def run(
         recognizer = DlibRecognizer()
     per_track_crops = cfg.threshold.policy == "best_per_track"
     timings = defaultdict(float)
+    split = (1, 1)
     if todo:
         init_ray(cfg.ray)
+        split = task_split(cfg)
     wave = cfg.output.wave_sources
     bar = None
     if progress and todo:
@@ -229,7 +231,7 @@ def run(
         bar = tqdm(total=len(todo), unit="source", file=sys.stderr, desc="faceiqa run")
     for w in range(0, len(todo), wave):
         wave_sources = todo[w : w + wave]
-        tasks = make_tasks([Path(s) for s in wave_sources], cfg.decode)
+        tasks = make_tasks([Path(s) for s in wave_sources], cfg.decode, *split)
         ds = build_dataset(
             tasks,
             cfg,

@@ -24,6 +24,21 @@ def test_chunks_cover_every_frame_once_and_match_sequential_decode():
     np.testing.assert_allclose(out["timestamp_s"][:3], np.arange(3) / 29.97, rtol=1e-3)
 
 
+def test_short_clips_are_split_for_a_pool_and_still_cover_every_frame_once():
+    """``min_tasks`` shrinks chunks (not below ``min_chunk``) so that a pool of workers
+    shares a short clip; sampling by stride is kept; long inputs are left alone."""
+    video = shared_path("videos", "short_hamilton_clip.mp4")  # 275 frames
+    cfg = DecodeConfig(stride=5, chunk_frames=32)  # 55 sampled frames: 2 chunks of 32
+    assert len(make_tasks([video], cfg)) == 2
+    tasks = make_tasks([video], cfg, min_tasks=4, min_chunk=8)
+    assert len(tasks) == 4 and [t["last"] for t in tasks] == [False, False, False, True]
+    assert list(_run(tasks)["frame_index"]) == list(range(0, 275, 5))
+    floored = make_tasks([video], cfg, min_tasks=50, min_chunk=8)  # chunks of 8, not 2
+    assert len(floored) == 7
+    assert list(_run(floored)["frame_index"]) == list(range(0, 275, 5))
+    assert len(make_tasks([video], DecodeConfig(chunk_frames=32), min_tasks=4)) == 9
+
+
 def test_stride_and_fps_sampling():
     video = shared_path("videos", "short_hamilton_clip.mp4")
     out = _run(make_tasks([video], DecodeConfig(stride=10, chunk_frames=7)))

@@ -85,11 +85,23 @@ def _video_step(cfg: DecodeConfig, fps: float) -> float:
     return float(cfg.stride)
 
 
-def make_tasks(sources: list[Path], cfg: DecodeConfig) -> list[dict[str, Any]]:
+def make_tasks(
+    sources: list[Path], cfg: DecodeConfig, min_tasks: int = 1, min_chunk: int = 1
+) -> list[dict[str, Any]]:
     """Decode tasks for the sources, in order. A video whose container reports no frames
-    gets one open-ended task (it is decoded to its end; errors become rows)."""
+    gets one open-ended task (it is decoded to its end; errors become rows).
+
+    ``min_tasks``: when the videos' sampled frames would make fewer video tasks than this at
+    ``cfg.chunk_frames`` a chunk, chunks shrink (to no fewer than ``min_chunk`` frames) so
+    that a pool of workers shares a short clip instead of one worker taking all of it.
+    """
     tasks: list[dict[str, Any]] = []
     images: list[str] = []
+    probes = {p: probe_video(p) for p in sources if is_video(p)}
+    chunk = cfg.chunk_frames
+    sampled = sum(n / _video_step(cfg, fps) for n, fps in probes.values() if n > 0)
+    if sampled and math.ceil(sampled / chunk) < min_tasks:
+        chunk = max(1, min(chunk, max(min_chunk, math.ceil(sampled / min_tasks))))
 
     def flush() -> None:
         if images:
@@ -113,9 +125,9 @@ def make_tasks(sources: list[Path], cfg: DecodeConfig) -> list[dict[str, Any]]:
             if len(images) >= cfg.images_per_task:
                 flush()
             continue
-        n, fps = probe_video(p)
+        n, fps = probes[p]
         step = _video_step(cfg, fps)
-        span = max(1, int(round(cfg.chunk_frames * step)))
+        span = max(1, int(round(chunk * step)))
         if n <= 0:
             tasks.append(
                 {
