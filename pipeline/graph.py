@@ -152,19 +152,24 @@ def plan_resources(
     }
 
 
+def _cluster_plan(cfg: RayConfig) -> tuple[dict[str, dict[str, Any]], float, float]:
+    """:func:`plan_resources` for the running cluster: ``(plan, GPUs, CPUs)``."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0.0))
+    cpus = float(resources.get("CPU", 1.0))
+    return plan_resources(cfg, gpus, cpus), gpus, cpus
+
+
 def task_split(cfg: Any) -> tuple[int, int]:
     """``(min_tasks, min_chunk)`` for :func:`workers.decode.make_tasks`: with the fused
     pool, two tasks per worker, so that a short clip is shared by every worker and none
     waits on a longer last chunk; chunks no shorter than a detector batch. ``cfg`` is the
     resolved :class:`pipeline.config.Config`; Ray must be initialised."""
-    import ray
-
     if not cfg.ray.fuse:
         return 1, 1
-    resources = ray.cluster_resources()
-    res = plan_resources(
-        cfg.ray, float(resources.get("GPU", 0.0)), float(resources.get("CPU", 1.0))
-    )
+    res = _cluster_plan(cfg.ray)[0]
     return 2 * res["worker"]["actors"], res["detect"]["batch_size"]
 
 
@@ -185,10 +190,7 @@ def build_dataset(
     from workers.detect import DetectStage
     from workers.score import ScoreStage
 
-    resources = ray.cluster_resources()
-    gpus = float(resources.get("GPU", 0.0))
-    cpus = float(resources.get("CPU", 1.0))
-    res = plan_resources(job.ray, gpus, cpus)
+    res, gpus, cpus = _cluster_plan(job.ray)
     cfg = job
     detect_cfg = cfg.detect
     score_cfg = cfg.score
