@@ -29,12 +29,15 @@ from face_iqa.images import load_image
 from face_iqa.utility import DlibRecognizer, distance_to_quality
 
 __all__ = [
+    "RESOLUTION_ZOOMS",
     "LabelledSet",
     "SyntheticConfig",
     "assign_splits",
     "build_synthetic_set",
     "cluster_identities",
     "load_labelled",
+    "resolution_curve",
+    "resolution_distance",
 ]
 
 
@@ -140,6 +143,10 @@ def cluster_identities(descriptors: np.ndarray, threshold: float = 0.5) -> np.nd
     return np.array([first.setdefault(r, len(first)) for r in roots], np.int64)
 
 
+# zooms (crop pixels per frame pixel) the resolution curve is measured at
+RESOLUTION_ZOOMS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Attributes:
@@ -150,6 +157,17 @@ class SyntheticConfig:
         an upscaled small face is itself degraded.
     variants: degraded versions per clean face (plus the clean crop itself).
     crop_size: aligned crop side.
+    scaled_fraction: share of degraded variants whose degradation happens at another
+        resolution than the crop's (:mod:`face_iqa.degrade`, ``scale``): between the face's
+        own resolution (``face_size / crop_size``, not below 0.5, not above 1) and
+        ``max_scale``, log-uniformly. Faces in photos and frames are degraded where they
+        were captured, at their own size, so JPEG blocks, grain and blur reach the crop at
+        every size; 0 degrades every crop at its own resolution.
+    resolution_label: the label also counts what a face lost by being captured small:
+        ``quality = 100 * exp(-(d + d_res(zoom)) / 0.25)`` with ``d`` the distance the
+        degradation caused and ``d_res`` the distance the set measures (on its own large
+        faces, :func:`resolution_curve`) when a face is reduced to the clean crop's zoom.
+        Without it every clean crop is 100, a 100-pixel face as much as a 400-pixel one.
     seed: the whole set is a function of this seed and the inputs.
     """
 
@@ -159,6 +177,9 @@ class SyntheticConfig:
     min_face_size: int = 90
     variants: int = 8
     crop_size: int = 224
+    scaled_fraction: float = 0.0
+    max_scale: float = 2.0
+    resolution_label: bool = False
     seed: int = 0
 
 
@@ -214,7 +235,7 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
             )
             if side < cfg.min_face_size or not inside or not landmarks_plausible(box, lm):
                 continue
-            crop, _ = align_face(frame, lm, cfg.crop_size)
+            crop, m = align_face(frame, lm, cfg.crop_size)
             faces.append(
                 {
                     "source": source,
@@ -222,6 +243,8 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
                     "face_index": k,
                     "face_size": side,
                     "crop": crop,
+                    # crop pixels per frame pixel: above 1 the crop is an enlarged small face
+                    "zoom": float(np.sqrt(abs(np.linalg.det(m[:, :2])))),
                 }
             )
 
@@ -262,14 +285,33 @@ def build_synthetic_set(
         clean_desc.append(rec.descriptor(f["crop"], sh))
     ident = cluster_identities(np.stack(clean_desc))
     log(f"{len(faces)} clean faces, {ident.max() + 1} identities")
+    curve = None
+    if cfg.resolution_label:
+        curve = resolution_curve(
+            rec, [f["crop"] for f in faces], [f["zoom"] for f in faces], shapes, clean_desc
+        )
+        log(
+            "resolution distance by zoom: "
+            + ", ".join(f"x{z:g} {d:.3f}" for z, d in zip(RESOLUTION_ZOOMS, curve))
+        )
+        (out / "resolution_curve.json").write_text(
+            json.dumps({"zoom": list(RESOLUTION_ZOOMS), "distance": [float(d) for d in curve]})
+        )
     rng = np.random.default_rng(cfg.seed)
     rows = []
     for fi, f in enumerate(faces):
+        res_d = 0.0 if curve is None else resolution_distance(f["zoom"], curve)
+        lo_scale = float(np.clip(f["face_size"] / cfg.crop_size, 0.5, 1.0))
         for v in range(cfg.variants + 1):
             spec = (
                 {"components": [], "seed": int(rng.integers(0, 2**31 - 1))}
                 if v == 0
-                else sample_degradation(rng, p_clean=0.0)
+                else sample_degradation(
+                    rng,
+                    p_clean=0.0,
+                    p_scaled=cfg.scaled_fraction,
+                    scale_range=(lo_scale, cfg.max_scale),
+                )
             )
             img = apply_degradation(f["crop"], spec)
             dist = float(np.linalg.norm(rec.descriptor(img, shapes[fi]) - clean_desc[fi]))
@@ -278,8 +320,10 @@ def build_synthetic_set(
             rows.append(
                 {
                     "path": rel,
-                    "score": float(distance_to_quality(dist)),
+                    "score": float(distance_to_quality(dist + res_d)),
                     "distance": dist,
+                    "resolution_distance": res_d,
+                    "zoom": f["zoom"],
                     "identity": f"id{ident[fi]:03d}",
                     "face_id": fi,
                     "variant": v,
@@ -289,6 +333,7 @@ def build_synthetic_set(
                     "degradation": describe(spec),
                     "components": json.dumps(spec["components"]),
                     "seed": spec["seed"],
+                    "scale": float(spec.get("scale", 1.0)),
                     "split": "",
                 }
             )
@@ -300,6 +345,45 @@ def build_synthetic_set(
     os.replace(tmp, labels_path)
     (out / "config.json").write_text(cfg_json)
     return labels_path
+
+
+def resolution_curve(
+    rec: DlibRecognizer,
+    crops: Sequence[np.ndarray],
+    zooms: Sequence[float],
+    shapes: Sequence,
+    descriptors: Sequence[np.ndarray],
+    max_refs: int = 64,
+) -> np.ndarray:
+    """Descriptor distance a face loses when it is captured smaller: for each zoom of
+    :data:`RESOLUTION_ZOOMS`, the median over full-detail clean crops (zoom <= 1: the face
+    had at least the crop's pixels) of the distance between the crop and the crop reduced
+    by that zoom and enlarged back (as :func:`face_iqa.align.align_face` enlarges a small
+    face). Made non-decreasing; 0 at zoom 1."""
+    refs = [i for i, z in enumerate(zooms) if z <= 1.0][:max_refs]
+    if not refs:
+        raise ValueError("resolution_label: no clean face as large as the crop to measure with")
+    d = np.zeros((len(refs), len(RESOLUTION_ZOOMS)))
+    for r, i in enumerate(refs):
+        h, w = crops[i].shape[:2]
+        for k, z in enumerate(RESOLUTION_ZOOMS):
+            if z <= 1.0:
+                continue
+            small = cv2.resize(
+                crops[i],
+                (max(4, round(w / z)), max(4, round(h / z))),
+                interpolation=cv2.INTER_AREA,
+            )
+            up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+            d[r, k] = np.linalg.norm(rec.descriptor(up, shapes[i]) - descriptors[i])
+    return np.maximum.accumulate(np.median(d, axis=0))
+
+
+def resolution_distance(zoom: float, curve: np.ndarray) -> float:
+    """The distance of ``curve`` (see :func:`resolution_curve`) at ``zoom``, interpolated in
+    log zoom; 0 at or below zoom 1, the last value beyond the last zoom."""
+    z = np.log(max(float(zoom), 1.0))
+    return float(np.interp(z, np.log(RESOLUTION_ZOOMS), curve))
 
 
 def _cfg_dict(cfg: SyntheticConfig) -> dict:

@@ -1,8 +1,15 @@
 """Synthetic face degradations with albumentations, at recorded severities.
 
 A degradation is plain data (``list[dict]``: one ``{"kind", "severity"}`` per component, plus
-a ``seed``), so a Parquet row can store it and :func:`apply_degradation` can rebuild the exact
-same image from it. Severity runs from 0 (nothing) to 1 (the strongest we generate).
+a ``seed`` and an optional ``scale``), so a Parquet row can store it and
+:func:`apply_degradation` can rebuild the exact same image from it. Severity runs from 0
+(nothing) to 1 (the strongest we generate).
+
+``scale`` is the resolution the degradation happens at, relative to the crop: a camera blurs,
+adds grain and compresses the frame, where a face may be larger or smaller than the aligned
+crop. At scale 2 the crop is resized to twice its side, degraded there, and resized back, so
+JPEG blocks, noise grain and blur kernels come out half as large in the crop (what happens to
+a 450-pixel face in a photo); below 1 they come out coarser (a small face in a video frame).
 """
 
 from __future__ import annotations
@@ -102,11 +109,17 @@ def _transform(kind: str, s: float) -> A.BasicTransform:
     raise ValueError(f"unknown degradation {kind!r} (known: {', '.join(DEGRADATIONS)})")
 
 
+def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
+    smaller = w * h < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_CUBIC)
+
+
 def apply_degradation(image: np.ndarray, spec: dict) -> np.ndarray:
     """Apply ``spec`` (from :func:`sample_degradation`) to a ``uint8`` HxWx3 image.
 
     The same spec gives the same pixels: random parts (noise, patch position, motion
-    direction) come from ``spec["seed"]``.
+    direction) come from ``spec["seed"]``. ``spec.get("scale", 1)`` is the resolution the
+    degradation is applied at (see the module docstring).
     """
     comps = spec["components"]
     if not comps:
@@ -114,16 +127,30 @@ def apply_degradation(image: np.ndarray, spec: dict) -> np.ndarray:
     pipeline = A.Compose(
         [_transform(c["kind"], float(c["severity"])) for c in comps], seed=int(spec["seed"])
     )
-    return pipeline(image=image)["image"]
+    scale = float(spec.get("scale", 1.0))
+    if not 0.1 <= scale <= 10.0:
+        raise ValueError(f"degradation scale {scale} outside [0.1, 10]")
+    if abs(scale - 1.0) < 1e-6:
+        return pipeline(image=image)["image"]
+    h, w = image.shape[:2]
+    big = _resize(image, max(8, int(round(w * scale))), max(8, int(round(h * scale))))
+    return _resize(pipeline(image=big)["image"], w, h)
 
 
 def sample_degradation(
-    rng: np.random.Generator, p_clean: float = 0.1, max_components: int = 3
+    rng: np.random.Generator,
+    p_clean: float = 0.1,
+    max_components: int = 3,
+    p_scaled: float = 0.0,
+    scale_range: tuple[float, float] = (1.0, 1.0),
 ) -> dict:
     """Draw a degradation: clean with probability ``p_clean``; else 1 component (60%),
     2 (25%) or 3 (15%) distinct kinds. Severities are ``0.05 + 0.95 * u**1.6`` (u uniform),
     so mild degradations, where a filter's decisions are made, are sampled more densely;
-    combined ones are scaled by 0.8 so combinations span the scale rather than pile up."""
+    combined ones are scaled by 0.8 so combinations span the scale rather than pile up.
+    With probability ``p_scaled`` the degradation happens at a ``scale`` drawn log-uniformly
+    from ``scale_range`` (else at the crop's own resolution; the key is then absent, so
+    specs drawn with ``p_scaled=0`` are those of earlier versions)."""
     seed = int(rng.integers(0, 2**31 - 1))
     if rng.random() < p_clean:
         return {"components": [], "seed": seed}
@@ -139,9 +166,18 @@ def sample_degradation(
         {"kind": DEGRADATIONS[k], "severity": float(scale * (0.05 + 0.95 * rng.random() ** 1.6))}
         for k in kinds
     ]
-    return {"components": comps, "seed": seed}
+    spec = {"components": comps, "seed": seed}
+    if p_scaled > 0 and rng.random() < p_scaled:
+        lo, hi = (float(v) for v in scale_range)
+        if not 0.1 <= lo <= hi <= 10.0:
+            raise ValueError(f"scale_range {scale_range}: need 0.1 <= low <= high <= 10")
+        spec["scale"] = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    return spec
 
 
 def describe(spec: dict) -> str:
-    """``"gaussian_blur@0.42+jpeg@0.80"`` or ``"clean"``."""
-    return "+".join(f"{c['kind']}@{c['severity']:.2f}" for c in spec["components"]) or "clean"
+    """``"gaussian_blur@0.42+jpeg@0.80"`` (``"...@0.80 x1.6"`` at scale 1.6) or ``"clean"``."""
+    text = "+".join(f"{c['kind']}@{c['severity']:.2f}" for c in spec["components"])
+    if text and abs(float(spec.get("scale", 1.0)) - 1.0) > 1e-6:
+        text += f" x{float(spec['scale']):.2f}"
+    return text or "clean"

@@ -602,13 +602,28 @@ def export_model(
             f"- Each clean crop plus {syn['variants']} degraded copies (albumentations: blur, "
             "noise, JPEG, downscale, exposure, dimming, gamma, contrast, occlusion, and "
             "combinations), "
-            "severities recorded in `labels.parquet`."
+            + (
+                f"{syn['scaled_fraction']:.0%} of them applied at another resolution than the "
+                f"crop's (between the face's own, at least half the crop, and "
+                f"{syn['max_scale']:g}x the crop, then resized back), "
+                if syn.get("scaled_fraction")
+                else ""
+            )
+            + ("severities and scales" if syn.get("scaled_fraction") else "severities")
+            + " recorded in `labels.parquet`."
             if syn
             else ""
         ),
         "- Label: recognition utility, `100 * exp(-d / 0.25)` with `d` the dlib descriptor "
         "distance between the clean and the degraded crop (9 at dlib's same-person "
-        "threshold 0.6).",
+        "threshold 0.6)"
+        + (
+            ", plus the distance a face loses when captured small (the clean crop's zoom; "
+            "measured on the set's large faces, `resolution_curve.json`): a clean 100-pixel "
+            "face is labelled below a clean 400-pixel one."
+            if syn and syn.get("resolution_label")
+            else "."
+        ),
         f"- Split by identity (dlib-descriptor clusters): train {n['train']} crops / "
         f"{ids['train']} identities, val {n['val']} / {ids['val']}, test {n['test']} / "
         f"{ids['test']} (held out: identities never seen in training; `heldout.json`).",
@@ -623,7 +638,13 @@ def export_model(
             f"- Plus a ranking term (RankIQA-style, weight {rk['weight']}): {rk['pairs']} pairs "
             "a batch, each a train crop degraded twice by one kind "
             f"({', '.join(rk['kinds'])}), the milder copy required to score "
-            f"{rk['margin']} points higher (hinge)."
+            f"{rk['margin']} points higher (hinge)"
+            + (
+                f"; pairs are made from clean train faces of {rk['base_min_face_size']:g} px "
+                "or more."
+                if rk.get("base_min_face_size")
+                else "."
+            )
             if (rk := cfg.get("rank")) and rk.get("weight", 0) > 0
             else None
         ),

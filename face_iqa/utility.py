@@ -13,6 +13,11 @@ faces past the threshold) and spreads the mild degradations, where a filter's de
 are made, over a wider range.
 Both descriptors are taken on the same face chip geometry (found on the clean crop), so the
 distance measures the degradation only, not landmark jitter.
+
+A synthetic set (:func:`face_iqa.datasets.build_synthetic_set`, ``resolution_label``) adds to
+``d`` what the clean face itself lost by being captured small: the distance that reducing a
+large face to the clean crop's zoom causes, measured on the set's own large faces. So a face
+of 100 pixels scores below the same face at 400 pixels, even when neither is degraded.
 """
 
 from __future__ import annotations

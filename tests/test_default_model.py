@@ -121,14 +121,22 @@ def test_jpeg_issue_target_every_photo(scorer, main_faces):
 
 @pytest.mark.slow
 def test_held_out_identities_srcc(scorer, tmp_path):
-    """Fresh degradations (a seed training never used) of the faces of the identities the
-    model never saw, labelled by recognition utility: SRCC >= 0.85."""
-    from face_iqa.datasets import SyntheticConfig, build_synthetic_set
+    """Fresh degradations (the training recipe's kinds and resolutions, a seed training never
+    used) of the faces of the identities the model never saw, labelled by recognition
+    utility: SRCC >= 0.85."""
+    from dataclasses import replace
 
+    from face_iqa.datasets import build_synthetic_set
+    from face_iqa.train import TrainConfig
+    from pipeline.config import load_into
+
+    recipe = load_into(
+        TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "train_face.yaml"
+    )
     held = json.loads((WEIGHTS / "heldout.json").read_text())
     images = [str(shared_path(*Path(p).parts[-2:])) for p in held["photos"]]
     labels = build_synthetic_set(
-        SyntheticConfig(images=tuple(images), videos=(), min_face_size=80, variants=12, seed=12345),
+        replace(recipe.data.synthetic, images=tuple(images), videos=(), seed=12345),
         tmp_path / "set",
         log=lambda m: None,
     )

@@ -1,0 +1,152 @@
+"""Synthetic degradations: reproducible, and applied at a recorded resolution (``scale``)."""
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from face_iqa.degrade import apply_degradation, describe, sample_degradation
+from face_iqa.images import load_image
+from tests.conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def face():
+    """A real, sharp 224x224 face-sized crop (the centre of a shared photo)."""
+    img = load_image(shared_path("images", "obama-1080p.jpg"))
+    h, w = img.shape[:2]
+    c = img[h // 2 - 300 : h // 2 + 300, w // 2 - 300 : w // 2 + 300]
+    return cv2.resize(c, (224, 224), interpolation=cv2.INTER_AREA)
+
+
+def _spec(kind, severity, scale=None, seed=3):
+    s = {"components": [{"kind": kind, "severity": severity}], "seed": seed}
+    if scale is not None:
+        s["scale"] = scale
+    return s
+
+
+def _sharpness(img):
+    return cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+
+
+def _grid_jumps(img):
+    """Mean jump between neighbouring columns at the edges of an 8-pixel grid, at the edges
+    of the 4-pixel grid that are not on it, each over the mean jump inside the cells."""
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    jump = np.abs(np.diff(g, axis=1)).mean(axis=0)  # between column x and x + 1
+    x = np.arange(jump.size) % 8
+    inside = jump[(x != 7) & (x != 3)].mean()
+    return jump[x == 7].mean() / inside, jump[x == 3].mean() / inside
+
+
+def test_same_spec_same_pixels_and_scale_one_is_the_default(face):
+    a = apply_degradation(face, _spec("gaussian_noise", 0.4))
+    assert np.array_equal(a, apply_degradation(face, _spec("gaussian_noise", 0.4)))
+    assert np.array_equal(a, apply_degradation(face, _spec("gaussian_noise", 0.4, 1.0)))
+    b = apply_degradation(face, _spec("gaussian_noise", 0.4, 1.7))
+    assert b.shape == face.shape and b.dtype == np.uint8 and not np.array_equal(a, b)
+    assert np.array_equal(
+        apply_degradation(face, _spec("jpeg", 0.5, 1.7)),
+        apply_degradation(face, _spec("jpeg", 0.5, 1.7)),
+    )
+
+
+def test_blur_at_a_larger_scale_is_a_smaller_blur_in_the_crop(face):
+    s = [_sharpness(apply_degradation(face, _spec("gaussian_blur", 0.3, k))) for k in (0.5, 1, 2)]
+    assert s[0] < s[1] < s[2] < _sharpness(face), s
+    # sigma 2.15 px at scale 2 is about sigma 1.08 px in the crop
+    direct = cv2.GaussianBlur(face, (0, 0), (0.5 + 5.5 * 0.3) / 2)
+    assert abs(np.log(s[2] / _sharpness(direct))) < np.log(1.5), (s[2], _sharpness(direct))
+
+
+def test_jpeg_blocks_shrink_with_scale(face):
+    """At the crop's own resolution JPEG leaves an 8-pixel grid; degraded at twice the
+    resolution its blocks are 4 crop pixels."""
+    g8, g4 = _grid_jumps(apply_degradation(face, _spec("jpeg", 0.95)))
+    assert g8 > 1.5 and g4 < 1.15, (g8, g4)  # 8-pixel blocks only
+    g8, g4 = _grid_jumps(apply_degradation(face, _spec("jpeg", 0.95, 2.0)))
+    assert g8 > 1.3 and g4 > 1.3, (g8, g4)  # 4-pixel blocks
+
+
+def test_bad_scale_raises(face):
+    with pytest.raises(ValueError, match="scale"):
+        apply_degradation(face, _spec("jpeg", 0.5, 0.0))
+
+
+def test_sampling_scales():
+    # p_scaled=0 draws exactly what earlier versions drew (no key, same random stream)
+    r1, r2 = np.random.default_rng(9), np.random.default_rng(9)
+    a = [sample_degradation(r1, p_clean=0.0) for _ in range(50)]
+    b = [sample_degradation(r2, p_clean=0.0, p_scaled=0.0, scale_range=(0.5, 2)) for _ in range(50)]
+    assert a == b and not any("scale" in s for s in a)
+    rng = np.random.default_rng(1)
+    sc = [
+        sample_degradation(rng, p_clean=0.0, p_scaled=1.0, scale_range=(0.5, 2.0))["scale"]
+        for _ in range(400)
+    ]
+    assert 0.5 <= min(sc) and max(sc) <= 2.0
+    assert 0.4 < np.mean(np.array(sc) > 1.0) < 0.6  # log-uniform: as many above 1 as below
+    half = [sample_degradation(rng, p_clean=0.0, p_scaled=0.5) for _ in range(400)]
+    assert 0.4 < np.mean(["scale" in s for s in half]) < 0.6
+    with pytest.raises(ValueError, match="scale_range"):
+        sample_degradation(rng, p_clean=0.0, p_scaled=1.0, scale_range=(2.0, 1.0))
+
+
+def test_describe_names_the_scale():
+    assert describe({"components": [], "seed": 0}) == "clean"
+    assert describe(_spec("jpeg", 0.5)) == "jpeg@0.50"
+    assert describe(_spec("jpeg", 0.5, 1.62)) == "jpeg@0.50 x1.62"
+
+
+@pytest.mark.slow
+def test_synthetic_set_records_scales_and_rebuilds_exactly(tmp_path):
+    """Every variant's recorded parameters (components, seed, scale) rebuild its crop, the
+    scales lie between the face's own resolution (at least 0.5) and max_scale, and the
+    resolution label ranks a clean 480p face below the same face at 1080p."""
+    from face_iqa.datasets import RESOLUTION_ZOOMS, SyntheticConfig, build_synthetic_set
+    from face_iqa.utility import distance_to_quality
+
+    out = tmp_path / "set"
+    labels = build_synthetic_set(
+        SyntheticConfig(
+            images=tuple(str(shared_path("images", f"obama-{r}.jpg")) for r in ("480p", "1080p")),
+            min_face_size=80,
+            variants=5,
+            scaled_fraction=1.0,
+            max_scale=2.0,
+            resolution_label=True,
+            seed=4,
+        ),
+        out,
+        log=lambda m: None,
+    )
+    t = pd.read_parquet(labels)
+    clean = t[t["variant"] == 0].set_index("source")
+    assert len(clean) == 2 and len(t) == 12
+    small = clean.loc[str(shared_path("images", "obama-480p.jpg"))]
+    large = clean.loc[str(shared_path("images", "obama-1080p.jpg"))]
+    # the 480p face fills the crop enlarged about 1.5x, the 1080p one reduced
+    assert 1.3 < small["zoom"] < 1.7 and large["zoom"] < 1.0
+    curve = json.loads((out / "resolution_curve.json").read_text())
+    assert curve["zoom"] == list(RESOLUTION_ZOOMS) and curve["distance"][0] == 0.0
+    assert np.all(np.diff(curve["distance"]) >= 0) and curve["distance"][-1] > 0.1
+    assert large["score"] == 100.0 and large["resolution_distance"] == 0.0
+    assert 0.01 < small["resolution_distance"] < 0.2 and small["score"] < 100.0
+    assert np.allclose(t["score"], distance_to_quality(t["distance"] + t["resolution_distance"]))
+    # one face, one resolution
+    assert (t.groupby("source")["resolution_distance"].nunique() == 1).all()
+    deg = t[t["variant"] > 0]
+    for r in deg.itertuples():
+        lo = max(0.5, min(1.0, r.face_size / 224))
+        assert lo - 1e-9 <= r.scale <= 2.0, (r.face_size, r.scale)
+    assert deg["scale"].nunique() == len(deg)
+    for r in deg.itertuples():
+        base = load_image(
+            out / t[(t["face_id"] == r.face_id) & (t["variant"] == 0)]["path"].iloc[0]
+        )
+        spec = {"components": json.loads(r.components), "seed": r.seed, "scale": r.scale}
+        assert np.array_equal(apply_degradation(base, spec), load_image(out / r.path))
+        assert f"x{r.scale:.2f}" in r.degradation or abs(r.scale - 1) < 5e-3
