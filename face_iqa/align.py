@@ -16,6 +16,7 @@ __all__ = [
     "crop_box",
     "estimate_similarity",
     "landmarks_plausible",
+    "matrix_zoom",
     "face_template",
     "transform_points",
 ]
@@ -79,6 +80,12 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return (p @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
+def matrix_zoom(m: np.ndarray) -> float:
+    """Crop pixels per frame pixel of a ``(2, 3)`` frame-to-crop matrix (its uniform scale):
+    above 1 the crop enlarges the face."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(m)[:, :2]))))
+
+
 def align_face(
     frame: np.ndarray, landmarks: np.ndarray, size: int = 224
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +129,7 @@ def _warp(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     than 2x would alias (and look sharper or noisier than it is to a quality model). The
     region under the crop is first reduced with area averaging, then warped at a scale near 1.
     """
-    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    scale = matrix_zoom(m)
     if scale >= 0.5:
         return cv2.warpAffine(
             frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from face_iqa.align import align_face, landmarks_plausible
+from face_iqa.align import align_face, landmarks_plausible, matrix_zoom
 from face_iqa.degrade import apply_degradation, describe, sample_degradation
 from face_iqa.detect import DetectorConfig, build_detector
 from face_iqa.images import load_image
@@ -243,8 +243,7 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
                     "face_index": k,
                     "face_size": side,
                     "crop": crop,
-                    # crop pixels per frame pixel: above 1 the crop is an enlarged small face
-                    "zoom": float(np.sqrt(abs(np.linalg.det(m[:, :2])))),
+                    "zoom": matrix_zoom(m),
                 }
             )
 
