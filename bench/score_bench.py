@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     crops = np.random.default_rng(0).integers(0, 256, (bs, 224, 224, 3), dtype=np.uint8)
     for name in args.backbones.split(","):
         card = ModelCard(arch=HyperIQAConfig.for_backbone(name))
-        scorer = Scorer(
+        scorer = Scorer(  # the network alone, like the baseline (the default also scores mirrors)
             HyperIQA(card.arch).to(device).eval(),
             card,
-            ScorerConfig(device=str(device), batch_size=bs),
+            ScorerConfig(device=str(device), batch_size=bs, flip=False),
             device,
         )
         t = timed(lambda s=scorer: s(crops), device, warm, iters)

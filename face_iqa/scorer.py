@@ -4,7 +4,10 @@ Preprocessing (input size, mean, std) comes from the checkpoint's :class:`ModelC
 output is in the card's ``score_range`` (higher is better unless the card says otherwise).
 Inference runs under ``inference_mode`` in channels-last layout, with the backbone's batch
 norms folded into its convolutions, bfloat16 autocast on a GPU and float32 on the CPU.
-Test-time crops are deterministic.
+Test-time crops are deterministic. By default each face is scored together with its mirror
+image and the two scores are averaged (``flip``): the network's score of a face and of its
+mirror differ by about 4 points on average, and the average ranks faces better (held-out SRCC
+0.895 -> 0.900 for the default model, see its model card).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class ScorerConfig:
     seed: seed of the crop positions when ``n_crops > 1`` (the same positions for every
         face, so a face's score does not depend on its batch).
     amp: bfloat16 autocast on CUDA (ignored on the CPU, which always runs float32).
+    flip: also score each crop's mirror image and average the two (twice the model's work;
+        aligned faces are left-right symmetric, so the mirror is an equally valid view).
     """
 
     checkpoint: str | None = None
@@ -54,6 +59,7 @@ class ScorerConfig:
     resize: int | None = None
     seed: int = 0
     amp: bool = True
+    flip: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.n_crops < 1:
@@ -144,11 +150,17 @@ class Scorer:
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp),
         ):
             x = self._prepare(crops)
+            n = len(x)
+            if self.cfg.flip:  # one forward pass over the crops and their mirror images
+                x = torch.cat([x, x.flip(-1)])
             total = None
             for oy, ox in self.offsets:
                 q = self.model(x[:, :, oy : oy + self.size, ox : ox + self.size]).float()
                 total = q if total is None else total + q
-            return (total / len(self.offsets)).cpu().numpy()
+            q = total / len(self.offsets)
+            if self.cfg.flip:
+                q = (q[:n] + q[n:]) / 2
+            return q.cpu().numpy()
 
 
 def build_scorer(cfg: ScorerConfig | None = None) -> Scorer:

@@ -255,15 +255,21 @@ class _RankPairs(Dataset):
         )
 
 
-def predict(model: HyperIQA, loader: DataLoader, device: torch.device) -> np.ndarray:
-    """Scores of a loader's images, in order (eval mode, no augmentation)."""
+def predict(
+    model: HyperIQA, loader: DataLoader, device: torch.device, flip: bool = False
+) -> np.ndarray:
+    """Scores of a loader's images, in order (eval mode, no augmentation); ``flip``
+    averages each image's score with its mirror image's, as the default scorer does."""
     model.eval()
     out = []
     amp = device.type == "cuda"
     with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
         for x, _ in loader:
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            out.append(model(x).float().cpu().numpy())
+            q = model(x).float()
+            if flip:
+                q = (q + model(x.flip(-1)).float()) / 2
+            out.append(q.cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -508,9 +514,11 @@ def evaluate(
     checkpoint: str | os.PathLike[str] | None,
     device: str = "auto",
     batch_size: int = 64,
+    flip: bool = True,
 ) -> dict[str, float]:
     """SRCC, PLCC, KRCC and RMSE of a checkpoint on a labelled set of face crops (labels
-    normalised to [0, 100] as for training)."""
+    normalised to [0, 100] as for training), scored like the pipeline scores (each crop
+    averaged with its mirror image; ``flip=False``: the network alone)."""
     from face_iqa.scorer import default_checkpoint
 
     dev = resolve_device(device)
@@ -518,7 +526,7 @@ def evaluate(
     model = model.to(memory_format=torch.channels_last)
     ls = load_labelled(labels)
     ds = _FaceDataset(ls.table, card.input_size, card.mean, card.std, None, 0)
-    pred = predict(model, _loader(ds, batch_size, False, 0, 0), dev)
+    pred = predict(model, _loader(ds, batch_size, False, 0, 0), dev, flip=flip)
     return iqa_metrics(pred, ds.scores)
 
 

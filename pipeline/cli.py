@@ -129,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--checkpoint", help="default: the embedded face model")
     e.add_argument("--device", default="auto")
+    e.add_argument(
+        "--no-flip",
+        action="store_true",
+        help="score the crops alone (default: averaged with their mirror images, as `run` does)",
+    )
 
     s = sub.add_parser("sample", help="write the self-made demo clip (no data needed)")
     s.add_argument("--out", required=True, metavar="DIR")
@@ -236,7 +241,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from face_iqa.train import evaluate
 
-    m = evaluate(args.data, args.checkpoint, device=args.device)
+    m = evaluate(args.data, args.checkpoint, device=args.device, flip=not args.no_flip)
     print("  ".join(f"{k.upper()} {v:.4f}" for k, v in m.items()))
     return 0
 

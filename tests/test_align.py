@@ -3,11 +3,13 @@ import numpy as np
 import pytest
 
 from face_iqa.align import (
+    _warp,
     align_face,
     crop_box,
     estimate_similarity,
     face_template,
     landmarks_plausible,
+    matrix_zoom,
     transform_points,
 )
 from face_iqa.images import load_image
@@ -110,6 +112,32 @@ def test_shrinking_warp_does_not_alias():
     assert float(crop[10:90, 10:90].std()) < 10
 
 
+def test_mildly_shrinking_warp_does_not_alias():
+    # stripes of period 2.4 px shrunk 1.5x have a period of 1.6 crop pixels, beyond what the
+    # crop can show: they must fade (plain bilinear warping keeps a std of ~52 of the 71)
+    x = np.arange(600)
+    stripes = np.clip(127.5 + 100 * np.cos(2 * np.pi * x / 2.4), 0, 255).astype(np.uint8)
+    img = np.repeat(np.tile(stripes, (600, 1))[:, :, None], 3, axis=2)
+    crop, m = crop_box(img, np.array([0, 0, 450, 450]), size=300, margin=0.0)
+    assert matrix_zoom(m) == pytest.approx(2 / 3)
+    assert float(crop[20:280, 20:280].std()) < 0.35 * float(img.std())
+
+
+@pytest.mark.parametrize("zoom", [0.9, 0.7, 0.4, 0.2])
+def test_warp_puts_points_where_the_matrix_says(zoom):
+    # a blurred dot, rotated and shrunk by each of the warp's paths (bilinear, Gaussian
+    # prefilter, area reduction): its centroid lands on the matrix's image of its centre
+    img = np.zeros((1000, 1000, 3), np.uint8)
+    cv2.circle(img, (400, 300), 6, (255, 255, 255), -1)
+    img = cv2.GaussianBlur(img, (0, 0), 3)
+    c, s = zoom * np.cos(0.2), zoom * np.sin(0.2)
+    m = np.array([[c, -s, 10.0], [s, c, -50.0]])
+    crop = _warp(img, m, 400)[:, :, 0].astype(np.float64)
+    yy, xx = np.indices(crop.shape)
+    centroid = np.array([(crop * xx).sum(), (crop * yy).sum()]) / crop.sum()
+    assert np.abs(centroid - transform_points(np.array([[400.0, 300.0]]), m)[0]).max() < 0.03
+
+
 def test_landmarks_plausible():
     box = np.array([0, 0, 100, 120], np.float32)
     good = np.array([[30, 40], [70, 40], [50, 65], [35, 90], [65, 90]], np.float32)
@@ -126,13 +154,17 @@ def test_landmarks_plausible():
 
 @pytest.mark.slow
 def test_aligned_real_faces_put_eyes_on_template(detector, faces_csv):
-    """On the single-face shared photos, the eyes detected in the aligned crop lie within 3%
-    of the crop width of the template's eye points. Faces whose landmarks MTCNN placed outside
-    the photo (the two partial-face photos: it extrapolates the unseen eye) are left out, since
-    half of their aligned crop is black and re-detecting the eyes there is meaningless."""
+    """On the single-face shared photos, the eyes detected in the aligned crop lie near the
+    template's eye points: 3% of the crop width on average, 4% at worst (re-detection is
+    MTCNN's own precision, not the warp's: its points move by a few pixels with the crop's
+    rendering; measured mean 4.2 px and worst 7.8 px of 224; the warp's geometry is checked
+    exactly by test_warp_puts_points_where_the_matrix_says). Faces whose landmarks MTCNN
+    placed outside the photo (the two partial-face photos: it extrapolates the unseen eye) are
+    left out, since half of their aligned crop is black and re-detecting the eyes there is
+    meaningless."""
     size = 224
     tmpl = face_template(size)
-    checked = 0
+    errors = []
     for row in faces_csv:
         if row["mtcnn_faces"] != "1":
             continue
@@ -149,6 +181,7 @@ def test_aligned_real_faces_put_eyes_on_template(detector, faces_csv):
         assert len(again) >= 1, row["file"]
         eyes = again.landmarks[0][:2] - 56
         err = np.linalg.norm(eyes - tmpl[:2], axis=1).max()
-        assert err <= 0.03 * size, f"{row['file']}: eye error {err:.1f}px"
-        checked += 1
-    assert checked >= 15
+        assert err <= 0.04 * size, f"{row['file']}: eye error {err:.1f}px"
+        errors.append(err)
+    assert len(errors) >= 15
+    assert np.mean(errors) <= 0.03 * size, errors

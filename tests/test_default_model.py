@@ -55,7 +55,7 @@ def _ladder(scorer, detector):
 
 def test_resolution_ladder_lowest_rung_scores_lowest(scorer, detector):
     """What the shipped model reaches (measured): 240p far below the rest; 480p, 720p and
-    1080p within a few points of each other (71.4, 69.9, 69.9), 1080p not below 720p."""
+    1080p within a few points of each other (49.4; 76.3, 73.4, 74.2), 1080p not below 720p."""
     q = _ladder(scorer, detector)
     assert q[0] + 15 < min(q[1:]), q
     assert max(q[1:]) - min(q[1:]) < 4, q
@@ -64,7 +64,7 @@ def test_resolution_ladder_lowest_rung_scores_lowest(scorer, detector):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 4 target not reached: the shipped model scores 480p 1.5 above 720p "
+    reason="issue 4 target not reached: the shipped model scores 480p 2.9 above 720p "
     "(see the model card)",
 )
 def test_resolution_ladder_issue_target(scorer, detector):
@@ -96,27 +96,17 @@ def _monotonicity(scorer, main_faces, kind):
     return out
 
 
-# What the shipped model reaches (measured): blur lowers the score with SRCC <= -0.9 on every
-# one of the 22 single-face photos (the issue's target), JPEG on 20 of 22; every face's score
-# falls from the mildest to the strongest level.
-@pytest.mark.parametrize("kind,min_ok", [("blur", 22), ("jpeg", 20)])
-def test_degradation_lowers_score(scorer, main_faces, kind, min_ok):
+# The issue's target: blur and JPEG each lower the score with SRCC <= -0.9 on every one of
+# the 22 single-face photos, and every face's score falls from the mildest to the strongest
+# level. (The network alone, without averaging each face with its mirror, reaches JPEG on 20.)
+@pytest.mark.parametrize("kind", ["blur", "jpeg"])
+def test_degradation_lowers_score_on_every_photo(scorer, main_faces, kind):
     res = _monotonicity(scorer, main_faces, kind)
     assert len(res) >= 22
-    ok = [n for n, (rho, _) in res.items() if rho <= -0.9 + 1e-9]
-    assert len(ok) >= min_ok, {n: r for n, r in res.items() if n not in ok}
+    bad = {n: r for n, r in res.items() if r[0] > -0.9 + 1e-9}
+    assert not bad, bad
     assert all(q[-1] < q[0] for _, q in res.values())
-    assert np.mean([rho for rho, _ in res.values()]) <= -0.85
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 4 target not reached for JPEG: 20/22 faces (biden.jpg scores quality 90 "
-    "below 50; obama_partial_face2.jpg, a half face, is flat)",
-)
-def test_jpeg_issue_target_every_photo(scorer, main_faces):
-    res = _monotonicity(scorer, main_faces, "jpeg")
-    assert all(rho <= -0.9 + 1e-9 for rho, _ in res.values())
+    assert np.mean([rho for rho, _ in res.values()]) <= -0.9
 
 
 @pytest.mark.slow
@@ -189,9 +179,15 @@ def test_demo_sample_rejects_the_strongest_degradations(ray_local, tmp_path):
     assert m.loc[m["degradation"] == "noise", "best_quality"].max() < kept_q.min()
     assert any((tmp_path / "run" / "crops").glob("*.png"))
     dark = m[(m["degradation"] == "dark") & (m["severity"] >= 0.8)]
-    # the darkest frame has no face left; the one before is rejected by the exposure rule
-    # (the quality model alone kept it: it is nearly blind to light)
+    # the darkest frame has no face left; the one before is rejected, and the exposure rule
+    # rejects its face on its own (the quality model is nearly blind to light: with the
+    # mirror average it scores that face just under the threshold, without it just above)
     assert len(dark) == 2 and not dark["keep"].any(), dark[["severity", "reason"]]
-    assert dark["reason"].str.contains("under-exposed").any(), dark["reason"]
+    from pipeline.config import load_config
+
+    faces = pd.read_parquet(tmp_path / "run" / "faces.parquet")
+    dark_faces = faces[faces["frame_index"].isin(dark["frame_index"]) & (faces["face_index"] >= 0)]
+    assert len(dark_faces) >= 1
+    assert (dark_faces["exposure"] < load_config().threshold.min_exposure).all(), dark_faces
     mild = m[(m["degradation"] == "dark") & (m["severity"] < 0.6)]
     assert mild["keep"].all(), mild[["severity", "reason"]]  # a dimmer scene is not rejected

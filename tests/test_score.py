@@ -35,7 +35,7 @@ def test_scorer_deterministic_and_batch_independent(tiny_ckpt, crops):
 
 def test_scorer_preprocessing_from_card(tiny_ckpt, crops):
     """The card's mean/std are what the model sees: compare with a manual forward pass."""
-    s = build_scorer(ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu"))
+    s = build_scorer(ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", flip=False))
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor(s.card.mean).view(1, 3, 1, 1)
     std = torch.tensor(s.card.std).view(1, 3, 1, 1)
@@ -44,9 +44,22 @@ def test_scorer_preprocessing_from_card(tiny_ckpt, crops):
     np.testing.assert_allclose(s(crops), manual, atol=1e-4)
 
 
+def test_flip_averages_the_face_and_its_mirror(tiny_ckpt, crops):
+    """The default score is the mean of the network's scores of the crop and of its mirror
+    image, so a face and its mirror score the same."""
+    plain = build_scorer(ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", flip=False))
+    both = build_scorer(ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu"))
+    assert both.cfg.flip  # on by default
+    mirror = np.ascontiguousarray(crops[:, :, ::-1])
+    np.testing.assert_allclose(both(crops), (plain(crops) + plain(mirror)) / 2, atol=1e-4)
+    np.testing.assert_allclose(both(crops), both(mirror), atol=1e-4)
+    assert np.abs(plain(crops) - plain(mirror)).max() > 1e-3  # so the check is not trivial
+
+
 def test_folded_scorer_matches_the_unfolded_model(crops):
     """The scorer folds the backbone's batch norms: the embedded model's scores must be
-    those of the checkpoint as loaded (to float rounding, far below a score point)."""
+    those of the checkpoint as loaded (to float rounding, far below a score point), averaged
+    over each crop and its mirror image."""
     from face_iqa.checkpoint import build_model
     from face_iqa.scorer import default_checkpoint
 
@@ -58,7 +71,8 @@ def test_folded_scorer_matches_the_unfolded_model(crops):
     mean = torch.tensor(card.mean).view(1, 3, 1, 1)
     std = torch.tensor(card.std).view(1, 3, 1, 1)
     with torch.inference_mode():
-        want = model((x - mean) / std).numpy()
+        x = (x - mean) / std
+        want = ((model(x) + model(x.flip(-1))) / 2).numpy()
     got = s(crops)
     np.testing.assert_allclose(got, want, atol=1e-3)
     assert np.ptp(want) > 0.1  # distinct faces, so agreement is not trivial

@@ -52,6 +52,20 @@ def test_loss_falls_on_a_tiny_run(tmp_path):
     # the checkpoint works with eval, and carries its card
     m = evaluate(labels, tmp_path / "run" / "best.pt", device="cpu")
     assert set(m) == {"srcc", "plcc", "krcc", "rmse"}
+    # eval scores like the pipeline's scorer (each crop averaged with its mirror image)
+    from face_iqa.images import load_image
+    from face_iqa.scorer import ScorerConfig, build_scorer
+
+    t = pd.read_csv(labels)
+    crops = np.stack([load_image(tmp_path / p) for p in t["path"]])
+    q = build_scorer(ScorerConfig(checkpoint=str(tmp_path / "run" / "best.pt"), device="cpu"))(
+        crops
+    )
+    want = iqa_metrics(q, t["score"].to_numpy(np.float64))
+    assert m["srcc"] == pytest.approx(want["srcc"], abs=1e-6)
+    assert m["plcc"] == pytest.approx(want["plcc"], abs=1e-4)
+    alone = evaluate(labels, tmp_path / "run" / "best.pt", device="cpu", flip=False)
+    assert alone["plcc"] != pytest.approx(m["plcc"], abs=1e-6)
 
 
 def test_resume_continues_from_the_saved_epoch(tmp_path):
