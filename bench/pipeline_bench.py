@@ -183,7 +183,7 @@ def end_to_end(
     (shortest) time of each, which is steadier on a shared machine."""
     from facenet_pytorch import MTCNN
 
-    from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.scorer import build_scorer
     from pipeline.config import load_config
     from pipeline.graph import init_ray
 
@@ -191,7 +191,7 @@ def end_to_end(
     cfg = load_config(None, [f"detect.detector.device={dev}", f"score.scorer.device={dev}", *sets])
     init_ray(cfg.ray)  # start Ray before the clock
     ref = MTCNN(keep_all=True, device=device)
-    scorer = build_scorer(ScorerConfig(device=dev))
+    scorer = build_scorer(cfg.score.scorer)  # the naive loop scores as the run does
     runs, naives = [], []
     with tempfile.TemporaryDirectory() as tmp:
         short = _write_clip(_read_clip(clip, 32), Path(tmp) / "short.mp4")
