@@ -309,7 +309,11 @@ def _resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.Data
     }
     for s in ("train", "val"):
         if info["n"][s] == 0:
-            raise ValueError(f"train: the {s} split is empty ({labels})")
+            raise ValueError(
+                f"train: the {s} split is empty ({labels}): no identity group fitted its "
+                "share in the order data.split_seed dealt them; try another "
+                "data.split_seed or larger data.val_fraction / data.test_fraction"
+            )
     return table, info
 
 
