@@ -25,7 +25,14 @@ from face_iqa.checkpoint import ModelCard, build_model
 from face_iqa.detect import resolve_device
 from face_iqa.hyperiqa import HyperIQA
 
-__all__ = ["DEFAULT_CHECKPOINT", "Scorer", "ScorerConfig", "build_scorer", "default_checkpoint"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "Scorer",
+    "ScorerConfig",
+    "build_scorer",
+    "default_checkpoint",
+    "mirror_averaged",
+]
 
 DEFAULT_CHECKPOINT = "face_hyperiqa_lite0.pt"
 
@@ -33,6 +40,13 @@ DEFAULT_CHECKPOINT = "face_hyperiqa_lite0.pt"
 def default_checkpoint() -> Path:
     """The face-quality model embedded in the package (``face_iqa/weights/``)."""
     return Path(str(importlib.resources.files("face_iqa") / "weights" / DEFAULT_CHECKPOINT))
+
+
+def mirror_averaged(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model``'s scores of the images ``x`` (N, C, H, W) averaged with those of their
+    mirror images, in one forward pass over both."""
+    q = model(torch.cat([x, x.flip(-1)])).float()
+    return (q[: len(x)] + q[len(x) :]) / 2
 
 
 @dataclass(frozen=True)
@@ -150,17 +164,12 @@ class Scorer:
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp),
         ):
             x = self._prepare(crops)
-            n = len(x)
-            if self.cfg.flip:  # one forward pass over the crops and their mirror images
-                x = torch.cat([x, x.flip(-1)])
             total = None
             for oy, ox in self.offsets:
-                q = self.model(x[:, :, oy : oy + self.size, ox : ox + self.size]).float()
-                total = q if total is None else total + q
-            q = total / len(self.offsets)
-            if self.cfg.flip:
-                q = (q[:n] + q[n:]) / 2
-            return q.cpu().numpy()
+                view = x[:, :, oy : oy + self.size, ox : ox + self.size]
+                q = mirror_averaged(self.model, view) if self.cfg.flip else self.model(view)
+                total = q.float() if total is None else total + q.float()
+            return (total / len(self.offsets)).cpu().numpy()
 
 
 def build_scorer(cfg: ScorerConfig | None = None) -> Scorer:

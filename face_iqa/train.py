@@ -38,6 +38,7 @@ from face_iqa.detect import resolve_device
 from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
 from face_iqa.images import load_image
 from face_iqa.metrics import iqa_metrics
+from face_iqa.scorer import default_checkpoint, mirror_averaged
 
 __all__ = [
     "AugmentConfig",
@@ -266,9 +267,7 @@ def predict(
     with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
         for x, _ in loader:
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            q = model(x).float()
-            if flip:
-                q = (q + model(x.flip(-1)).float()) / 2
+            q = mirror_averaged(model, x) if flip else model(x).float()
             out.append(q.cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -523,8 +522,6 @@ def evaluate(
     """SRCC, PLCC, KRCC and RMSE of a checkpoint on a labelled set of face crops (labels
     normalised to [0, 100] as for training), scored like the pipeline scores (each crop
     averaged with its mirror image; ``flip=False``: the network alone)."""
-    from face_iqa.scorer import default_checkpoint
-
     dev = resolve_device(device)
     model, card = build_model(checkpoint or default_checkpoint(), device=dev)
     model = model.to(memory_format=torch.channels_last)
