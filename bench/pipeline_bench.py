@@ -1,6 +1,7 @@
 """Detection and end-to-end throughput, in one process and one report.
 
     python -m bench.pipeline_bench [--device auto] [--frames 32] [--video PATH] [--repeat N]
+                                   [--variant 'key=value;key=value' ...]
 
 1. Reference (facenet-pytorch ``MTCNN.detect``) vs fast detection, frames/s, on frames of
    the shared 1080p video resized to 720p and at 1080p, same batch size.
@@ -178,9 +179,12 @@ def end_to_end(
     naive_frames: int,
     sets: list[str],
     repeat: int = 1,
+    variants: list[str] = (),
 ) -> dict[str, float]:
     """``repeat`` > 1 alternates the two loops that many times and compares the best
-    (shortest) time of each, which is steadier on a shared machine."""
+    (shortest) time of each, which is steadier on a shared machine. Each of ``variants``
+    (``key=value`` overrides joined by ``;``) is then run once more on the long clip, in the
+    same Ray instance, and compared with the first run of the defaults."""
     from facenet_pytorch import MTCNN
 
     from face_iqa.scorer import build_scorer
@@ -188,7 +192,8 @@ def end_to_end(
     from pipeline.graph import init_ray
 
     dev = str(device)
-    cfg = load_config(None, [f"detect.detector.device={dev}", f"score.scorer.device={dev}", *sets])
+    cfg_sets = [f"detect.detector.device={dev}", f"score.scorer.device={dev}", *sets]
+    cfg = load_config(None, cfg_sets)
     init_ray(cfg.ray)  # start Ray before the clock
     ref = MTCNN(keep_all=True, device=device)
     scorer = build_scorer(cfg.score.scorer)  # the naive loop scores as the run does
@@ -226,7 +231,21 @@ def end_to_end(
     # stage seconds summed over rows (a stage's actors work in parallel with each other and
     # with the other stages): where the time of the long run went
     print(f"  faceiqa run stage seconds: {summary['timing_s']}", flush=True)
-    return {"run_fps": n / t_run, "marginal_fps": marginal, "naive_fps": k / t_naive}
+    res = {"run_fps": n / t_run, "marginal_fps": marginal, "naive_fps": k / t_naive}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v, variant in enumerate(variants):
+            extra = [x.strip() for x in variant.split(";") if x.strip()]
+            vcfg = load_config(None, [*cfg_sets, *extra])
+            n_v, t_v = _run_rate(clip, vcfg, Path(tmp), f"variant{v}")
+            timing = json.loads((Path(tmp) / f"variant{v}" / "summary.json").read_text())
+            print(
+                f"variant {'; '.join(extra)}: faceiqa run {n_v / t_v:8.2f} frames/s "
+                f"({runs[0] / t_v:5.2f}x the defaults' first run)",
+                flush=True,
+            )
+            print(f"  stage seconds: {timing['timing_s']}", flush=True)
+            res[f"variant{v}_fps"] = n_v / t_v
+    return res
 
 
 def _read_clip(clip: Path, n: int) -> np.ndarray:
@@ -252,6 +271,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--batch", type=int, default=None, help="default: 32 on GPU, 8 on CPU")
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=1, help="alternate run/naive N times, best")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="after the defaults, one more run with these overrides ('k=v;k=v'), same Ray",
+    )
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--skip-detect", action="store_true")
@@ -281,7 +306,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         naive_n = args.naive_frames or (128 if gpu else e2e_n)
         with tempfile.TemporaryDirectory() as tmp:
             clip = _write_clip(_iter_frames(args.video, e2e_n, (1280, 720)), Path(tmp) / "720p.mp4")
-            res.update(end_to_end(device, clip, e2e_n, naive_n, args.set, args.repeat))
+            res.update(
+                end_to_end(device, clip, e2e_n, naive_n, args.set, args.repeat, args.variant)
+            )
     return res
 
 

@@ -247,9 +247,22 @@ def _pnet(pnet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pnet.conv4_2(x), pnet.softmax4_1(pnet.conv4_1(x))
 
 
-def _run_net(net, data: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _run_net(net, data: torch.Tensor, pad: bool | None = None) -> tuple[torch.Tensor, ...]:
+    """R-Net or O-Net over candidate crops, in chunks. ``pad`` (default: on a GPU) pads each
+    chunk with zero crops to a power of two rows (at least 64): cuDNN plans a convolution
+    anew for every new batch shape, a CPU-bound step that costs far more than these small
+    networks' work, and the candidate count differs in every batch. Rows are independent,
+    so the padding changes no output."""
     chunk = 16384 if data.is_cuda else 2048
-    outs = [net(data[i : i + chunk]) for i in range(0, len(data), chunk)]
+    pad = data.is_cuda if pad is None else pad
+    outs = []
+    for i in range(0, len(data), chunk):
+        part = data[i : i + chunk]
+        n = len(part)
+        rows = min(max(64, 1 << (n - 1).bit_length()), chunk) if pad else n
+        if rows > n:
+            part = torch.cat([part, part.new_zeros((rows - n, *part.shape[1:]))])
+        outs.append([o[:n] for o in net(part)])
     return tuple(torch.cat(v, 0) for v in zip(*outs))
 
 

@@ -54,7 +54,7 @@ FACE_COLUMNS_OUT = [
     "status",
     "error",
 ]
-_TIMINGS = ("decode_s", "detect_s", "score_s")
+_TIMINGS = ("decode_s", "detect_s", "align_s", "score_s")
 
 
 def _source_key(source: str) -> str:

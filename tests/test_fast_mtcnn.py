@@ -150,3 +150,24 @@ def test_cpu_pnet_forward_equals_facenet_pnet(fast):
             ours, ref = _pnet(fast.pnet, img), fast.pnet(img)
         for a, b in zip(ours, ref):
             assert torch.equal(a, b)
+
+
+def test_padded_candidate_batches_change_no_output(fast):
+    """On a GPU, R-Net and O-Net run on candidate chunks padded to a power of two rows (at
+    least 64), so cuDNN plans a few shapes instead of one per candidate count: the outputs
+    for the real rows are those of the unpadded call (forced on here, on the CPU)."""
+    from face_iqa.fast_mtcnn import _run_net
+
+    g = torch.Generator().manual_seed(1)
+    for net, side in ((fast.rnet, 24), (fast.onet, 48)):
+        seen: list[int] = []
+        hook = net.register_forward_hook(lambda m, i, o, seen=seen: seen.append(len(i[0])))
+        for n in (3, 64, 70):
+            data = torch.randn((n, 3, side, side), generator=g)
+            with torch.inference_mode():
+                plain, padded = _run_net(net, data, pad=False), _run_net(net, data, pad=True)
+            for a, b in zip(plain, padded):
+                assert a.shape == b.shape and a.shape[0] == n
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        hook.remove()
+        assert seen == [3, 64, 64, 64, 70, 128], seen

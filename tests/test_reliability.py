@@ -261,11 +261,14 @@ def test_tracker_never_fails_and_labels_every_face(faces):
 # ---------------------------------------------------------------- faults
 
 
-def test_gpu_out_of_memory_splits_the_batch(tiny_checkpoint, monkeypatch):
-    """An OOM on a big batch: the batch is split and retried; scores are unchanged."""
+@pytest.mark.parametrize("padded", [False, True])
+def test_gpu_out_of_memory_splits_the_batch(tiny_checkpoint, monkeypatch, padded):
+    """An OOM on a big batch: the batch is split and retried; scores are unchanged. With
+    the GPU's padding to ``batch_size`` (forced on here), the halves are not padded back."""
     from face_iqa.scorer import ScorerConfig, build_scorer
 
     scorer = build_scorer(ScorerConfig(checkpoint=str(tiny_checkpoint), device="cpu"))
+    scorer.pad_shapes = padded
     crops = np.random.default_rng(0).integers(0, 255, (10, 224, 224, 3), np.uint8)
     expected = scorer(crops)
     real = scorer.model.forward

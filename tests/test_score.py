@@ -33,6 +33,22 @@ def test_scorer_deterministic_and_batch_independent(tiny_ckpt, crops):
     assert len(set(np.round(a, 5))) == 5  # different faces, different scores
 
 
+def test_fixed_shapes_pads_the_pass_not_the_scores(tiny_ckpt, crops):
+    """On a GPU each pass is padded to ``batch_size`` faces; the padding changes no score
+    and the model only ever sees that shape (forced on here, on the CPU)."""
+    cfg = ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", batch_size=4)
+    plain = build_scorer(cfg)
+    assert not plain.pad_shapes  # CPU: off
+    padded = build_scorer(cfg)
+    padded.pad_shapes = True
+    seen = []
+    padded.model.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    for n in (1, 3, 5):
+        np.testing.assert_allclose(padded(crops[:n]), plain(crops[:n]), atol=1e-5)
+    # flip doubles each pass: 1, 3 -> 4; 5 -> 4 + 1 -> 4 + 4
+    assert seen == [8, 8, 8, 8], seen
+
+
 def test_scorer_preprocessing_from_card(tiny_ckpt, crops):
     """The card's mean/std are what the model sees: compare with a manual forward pass."""
     s = build_scorer(ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", flip=False))

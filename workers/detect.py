@@ -59,7 +59,8 @@ class DetectStage:
     array, or one ``(N, H, W, 3)`` array); optional ``timestamp_s``, ``status``, ``error``.
 
     Output: the face batch of :mod:`face_iqa.schema`, plus ``align`` (``"landmarks"`` or
-    ``"box"``) and ``detect_s`` (the detector's time for this batch, seconds, on every row).
+    ``"box"``), ``detect_s`` and ``align_s`` (the detector's and the cropping's time for this
+    batch, seconds, shared out over the rows so that a column's sum is the total).
     A frame with no face gives one ``status="no_face"`` row, a failed frame one
     ``status="error"`` row with the message; the batch never raises for one bad frame.
     """
@@ -93,6 +94,7 @@ class DetectStage:
         dets = self._detect(frames, todo, sources, findex, errors)
         detect_s = time.perf_counter() - t0
 
+        t0 = time.perf_counter()
         rows: list[dict[str, Any]] = []
         size = self.cfg.crop_size
         for i in range(n):
@@ -139,11 +141,13 @@ class DetectStage:
                     }
                 )
         out = _rows_to_batch(rows, size)
+        align_s = time.perf_counter() - t0
         # Timings are per-row shares, so that summing a column over rows gives the total;
         # upstream timings (e.g. decode_s) are split among the rows of their frame.
         frame_of = np.array([r["_frame"] for r in rows], np.int64)
         per_frame = np.bincount(frame_of, minlength=n)
         out["detect_s"] = np.full(len(rows), detect_s / max(len(rows), 1), np.float64)
+        out["align_s"] = np.full(len(rows), align_s / max(len(rows), 1), np.float64)
         for name in [k for k in batch if k.endswith("_s") and k != "timestamp_s"]:
             v = np.asarray(batch[name], np.float64)
             out[name] = v[frame_of] / np.maximum(per_frame[frame_of], 1)
