@@ -31,6 +31,27 @@ def test_exposure_reads_the_inner_face_highlights_not_the_mean():
         face_exposure(np.zeros((1, 8, 8, 3), np.float32))
 
 
+@pytest.mark.parametrize("percentile", [95.0, 50.0, 0.0, 100.0, 33.3])
+def test_exposure_is_the_percentile_of_8_bit_luma(percentile):
+    """The histogram reading equals ``np.percentile`` of the crops' 8-bit luma, and lies
+    within half a level of the percentile of unrounded BT.601 luma."""
+    import cv2
+
+    rng = np.random.default_rng(int(percentile))
+    crops = rng.integers(0, 256, (4, 112, 96, 3), np.uint8)
+    crops[1] = crops[1] // 8 + 20  # a narrow, dark histogram
+    h, w = crops.shape[1:3]
+    x0, y0, x1, y1 = INNER_FACE
+    inner = crops[:, round(y0 * h) : round(y1 * h), round(x0 * w) : round(x1 * w)]
+    grey = np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in inner])
+    got = face_exposure(crops, percentile)
+    np.testing.assert_allclose(
+        got, np.percentile(grey.reshape(4, -1), percentile, axis=1), atol=1e-4
+    )
+    luma = inner.reshape(4, -1, 3).astype(np.float64) @ [0.299, 0.587, 0.114]
+    np.testing.assert_allclose(got, np.percentile(luma, percentile, axis=1), atol=0.5 + 1e-4)
+
+
 def test_well_lit_shared_photos_pass_the_default_exposure_rule(faces_csv, detector):
     """Every face in the shared photos (studio and press portraits, a group photo, a
     resolution ladder) is lit well enough for the default ``min_exposure``; a strongly
