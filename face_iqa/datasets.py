@@ -35,6 +35,7 @@ __all__ = [
     "assign_splits",
     "build_synthetic_set",
     "cluster_identities",
+    "face_region",
     "load_labelled",
     "resolution_curve",
     "resolution_distance",
@@ -163,6 +164,14 @@ class SyntheticConfig:
         ``max_scale``, log-uniformly. Faces in photos and frames are degraded where they
         were captured, at their own size, so JPEG blocks, grain and blur reach the crop at
         every size; 0 degrades every crop at its own resolution.
+    frame_fraction: share of degraded variants whose degradation happens in the frame,
+        before alignment, as a camera or a codec does it: the region of the photo or video
+        frame around the face (the crop's footprint plus a quarter of it each way) is
+        degraded at its own resolution, then aligned with the clean face's landmarks. Blur
+        kernels, grain, JPEG blocks and downscaling then reach the crop through the same
+        resampling as in real footage (enlarged for small video faces, reduced for large
+        faces in photos); ``scaled_fraction`` does not apply to them. 0 degrades every
+        variant on the aligned crop.
     resolution_label: the label also counts what a face lost by being captured small:
         ``quality = 100 * exp(-(d + d_res(zoom)) / 0.25)`` with ``d`` the distance the
         degradation caused and ``d_res`` the distance the set measures (on its own large
@@ -179,6 +188,7 @@ class SyntheticConfig:
     crop_size: int = 224
     scaled_fraction: float = 0.0
     max_scale: float = 2.0
+    frame_fraction: float = 0.0
     resolution_label: bool = False
     seed: int = 0
 
@@ -217,6 +227,26 @@ def _image_paths(items: Sequence[str]) -> list[Path]:
     return out
 
 
+def face_region(
+    frame: np.ndarray, landmarks: np.ndarray, m: np.ndarray, size: int, margin: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``frame`` that a ``size`` x ``size`` aligned crop (frame-to-crop matrix
+    ``m``) is drawn from, grown by ``margin`` of its side each way (room for blur kernels
+    and JPEG blocks) and cut at the frame's edges, plus the landmarks in its coordinates.
+    Aligning the region with those landmarks gives the crop that aligning the frame gives."""
+    inv = cv2.invertAffineTransform(np.asarray(m, np.float64))
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+    pts = corners @ inv.T
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    grow = margin * float((hi - lo).max())
+    h, w = frame.shape[:2]
+    x0, y0 = (int(max(0, np.floor(v - grow))) for v in lo)
+    x1 = int(min(w, np.ceil(hi[0] + grow)))
+    y1 = int(min(h, np.ceil(hi[1] + grow)))
+    region = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    return region, np.asarray(landmarks, np.float64) - [x0, y0]
+
+
 def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]:
     det = build_detector(DetectorConfig())
     faces: list[dict] = []
@@ -236,16 +266,17 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
             if side < cfg.min_face_size or not inside or not landmarks_plausible(box, lm):
                 continue
             crop, m = align_face(frame, lm, cfg.crop_size)
-            faces.append(
-                {
-                    "source": source,
-                    "frame_index": frame_index,
-                    "face_index": k,
-                    "face_size": side,
-                    "crop": crop,
-                    "zoom": matrix_zoom(m),
-                }
-            )
+            face = {
+                "source": source,
+                "frame_index": frame_index,
+                "face_index": k,
+                "face_size": side,
+                "crop": crop,
+                "zoom": matrix_zoom(m),
+            }
+            if cfg.frame_fraction > 0:
+                face["region"], face["region_landmarks"] = face_region(frame, lm, m, cfg.crop_size)
+            faces.append(face)
 
     for p in _image_paths(cfg.images):
         take(load_image(p), str(p), 0)
@@ -302,17 +333,23 @@ def build_synthetic_set(
         res_d = 0.0 if curve is None else resolution_distance(f["zoom"], curve)
         lo_scale = float(np.clip(f["face_size"] / cfg.crop_size, 0.5, 1.0))
         for v in range(cfg.variants + 1):
+            # drawn only when asked for, so sets without frame degradations stay as they were
+            in_frame = v > 0 and cfg.frame_fraction > 0 and rng.random() < cfg.frame_fraction
             spec = (
                 {"components": [], "seed": int(rng.integers(0, 2**31 - 1))}
                 if v == 0
                 else sample_degradation(
                     rng,
                     p_clean=0.0,
-                    p_scaled=cfg.scaled_fraction,
+                    p_scaled=0.0 if in_frame else cfg.scaled_fraction,
                     scale_range=(lo_scale, cfg.max_scale),
                 )
             )
-            img = apply_degradation(f["crop"], spec)
+            if in_frame:
+                region = apply_degradation(f["region"], spec)
+                img = align_face(region, f["region_landmarks"], cfg.crop_size)[0]
+            else:
+                img = apply_degradation(f["crop"], spec)
             dist = float(np.linalg.norm(rec.descriptor(img, shapes[fi]) - clean_desc[fi]))
             rel = f"crops/{fi:05d}_{v:02d}.png"
             cv2.imwrite(str(out / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
@@ -329,7 +366,8 @@ def build_synthetic_set(
                     "source": f["source"],
                     "frame_index": f["frame_index"],
                     "face_size": f["face_size"],
-                    "degradation": describe(spec),
+                    "degradation": describe(spec) + (" in frame" if in_frame else ""),
+                    "in_frame": bool(in_frame),
                     "components": json.dumps(spec["components"]),
                     "seed": spec["seed"],
                     "scale": float(spec.get("scale", 1.0)),

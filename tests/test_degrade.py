@@ -150,3 +150,60 @@ def test_synthetic_set_records_scales_and_rebuilds_exactly(tmp_path):
         spec = {"components": json.loads(r.components), "seed": r.seed, "scale": r.scale}
         assert np.array_equal(apply_degradation(base, spec), load_image(out / r.path))
         assert f"x{r.scale:.2f}" in r.degradation or abs(r.scale - 1) < 5e-3
+
+
+@pytest.mark.parametrize("zoom", [0.3, 0.7, 1.0, 1.8])
+def test_face_region_aligns_to_the_same_crop(zoom):
+    """Aligning the region around a face gives the crop that aligning the whole frame gives,
+    whether the crop shrinks (area or Gaussian pre-filter) or enlarges the face, and also
+    where the crop runs off the frame's edge."""
+    from face_iqa.align import align_face, face_template
+    from face_iqa.datasets import face_region
+
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (1500, 2000, 3), np.uint8), (0, 0), 1.5)
+    tpl = face_template(224)
+    for centre in ((1000.0, 750.0), (40.0, 1460.0)):  # inside; across the bottom-left corner
+        lm = (tpl - 112.0) / zoom + centre
+        lm = lm + rng.normal(0, 0.7, lm.shape)  # not a pure scaling of the template
+        crop, m = align_face(frame, lm, 224)
+        region, rlm = face_region(frame, lm, m, 224)
+        assert region.shape[0] < frame.shape[0] and region.shape[1] < frame.shape[1]
+        again, m2 = align_face(region, rlm, 224)
+        assert np.allclose(m2[:, :2], m[:, :2])
+        assert np.abs(again.astype(int) - crop.astype(int)).max() <= 1
+
+
+@pytest.mark.slow
+def test_frame_degradations_happen_before_alignment(tmp_path):
+    """With ``frame_fraction=1`` every degraded variant is the face's frame region degraded
+    by its recorded spec and then aligned: the set's crops are rebuilt exactly that way, and
+    they differ from the same spec applied to the aligned crop."""
+    from face_iqa.align import align_face
+    from face_iqa.datasets import SyntheticConfig, build_synthetic_set, face_region
+    from face_iqa.detect import DetectorConfig, build_detector
+
+    photo = shared_path("images", "obama-1080p.jpg")
+    labels = build_synthetic_set(
+        SyntheticConfig(images=(str(photo),), min_face_size=80, variants=4, frame_fraction=1.0),
+        tmp_path,
+        log=lambda m: None,
+    )
+    t = pd.read_parquet(labels)
+    assert len(t) == 5
+    assert not t.loc[t["variant"] == 0, "in_frame"].any()
+    deg = t[t["variant"] > 0]
+    assert deg["in_frame"].all() and deg["degradation"].str.endswith(" in frame").all()
+    frame = load_image(photo)
+    d = build_detector(DetectorConfig()).detect([frame])[0]
+    assert len(d) == 1  # the one face the set holds
+    k = 0
+    crop, m = align_face(frame, d.landmarks[k], 224)
+    assert np.array_equal(crop, load_image(tmp_path / t.loc[t["variant"] == 0, "path"].iloc[0]))
+    region, rlm = face_region(frame, d.landmarks[k], m, 224)
+    for r in deg.itertuples():
+        spec = {"components": json.loads(r.components), "seed": r.seed}
+        saved = load_image(tmp_path / r.path)
+        rebuilt = align_face(apply_degradation(region, spec), rlm, 224)[0]
+        assert np.array_equal(rebuilt, saved)
+        assert not np.array_equal(apply_degradation(crop, spec), saved)
