@@ -14,6 +14,7 @@ __all__ = [
     "ARCFACE_TEMPLATE_112",
     "align_face",
     "crop_box",
+    "crop_footprint",
     "estimate_similarity",
     "landmarks_plausible",
     "matrix_zoom",
@@ -122,6 +123,14 @@ def crop_box(
     return _warp(frame, m, size), m
 
 
+def crop_footprint(m: np.ndarray, size: int) -> np.ndarray:
+    """The four corners of a ``size`` x ``size`` crop in frame pixels, ``(4, 2)``, for a
+    ``(2, 3)`` frame-to-crop matrix ``m``: where in the frame the crop is drawn from."""
+    inv = cv2.invertAffineTransform(np.asarray(m, np.float64))
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+    return corners @ inv[:, :2].T + inv[:, 2]
+
+
 def _warp(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     """``warpAffine`` that does not alias when it shrinks.
 
@@ -138,9 +147,7 @@ def _warp(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
         return cv2.warpAffine(
             frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
-    inv = cv2.invertAffineTransform(m)
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
-    pre = corners @ inv[:, :2].T + inv[:, 2]
+    pre = crop_footprint(m, size)
     h, w = frame.shape[:2]
     pad = 1 + int(np.ceil(3 * sigma)) if scale >= 0.5 else 1
     x0 = int(np.clip(np.floor(pre[:, 0].min()) - pad, 0, w))

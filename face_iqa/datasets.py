@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from face_iqa.align import align_face, landmarks_plausible, matrix_zoom
+from face_iqa.align import align_face, crop_footprint, landmarks_plausible, matrix_zoom
 from face_iqa.degrade import apply_degradation, describe, sample_degradation
 from face_iqa.detect import DetectorConfig, build_detector
 from face_iqa.images import load_image
@@ -234,9 +234,7 @@ def face_region(
     ``m``) is drawn from, grown by ``margin`` of its side each way (room for blur kernels
     and JPEG blocks) and cut at the frame's edges, plus the landmarks in its coordinates.
     Aligning the region with those landmarks gives the crop that aligning the frame gives."""
-    inv = cv2.invertAffineTransform(np.asarray(m, np.float64))
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
-    pts = corners @ inv.T
+    pts = crop_footprint(m, size)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     grow = margin * float((hi - lo).max())
     h, w = frame.shape[:2]
