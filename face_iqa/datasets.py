@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from face_iqa.align import align_face, crop_footprint, landmarks_plausible, matrix_zoom
-from face_iqa.degrade import apply_degradation, describe, sample_degradation
+from face_iqa.degrade import (
+    DEGRADATIONS,
+    EXTRA_DEGRADATIONS,
+    apply_degradation,
+    describe,
+    sample_degradation,
+)
 from face_iqa.detect import DetectorConfig, build_detector
 from face_iqa.images import load_image
 from face_iqa.utility import DlibRecognizer, distance_to_quality
@@ -172,6 +178,12 @@ class SyntheticConfig:
         resampling as in real footage (enlarged for small video faces, reduced for large
         faces in photos); ``scaled_fraction`` does not apply to them. 0 degrades every
         variant on the aligned crop.
+    extra_degradations: kinds of :data:`face_iqa.degrade.EXTRA_DEGRADATIONS` drawn besides
+        the default ones (``jpeg_strong``: quality 20 down to 2). Empty draws exactly the
+        variants of earlier versions.
+    photo_variants: degraded versions per clean face from a photo (``images``), when
+        not ``None``; the photos hold few faces beside the videos' frames, and only they
+        carry large faces whose degradations happen above the crop's resolution.
     resolution_label: the label also counts what a face lost by being captured small:
         ``quality = 100 * exp(-(d + d_res(zoom)) / 0.25)`` with ``d`` the distance the
         degradation caused and ``d_res`` the distance the set measures (on its own large
@@ -189,6 +201,8 @@ class SyntheticConfig:
     scaled_fraction: float = 0.0
     max_scale: float = 2.0
     frame_fraction: float = 0.0
+    extra_degradations: tuple[str, ...] = ()
+    photo_variants: int | None = None
     resolution_label: bool = False
     seed: int = 0
 
@@ -249,7 +263,7 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
     det = build_detector(DetectorConfig())
     faces: list[dict] = []
 
-    def take(frame: np.ndarray, source: str, frame_index: int) -> None:
+    def take(frame: np.ndarray, source: str, frame_index: int, photo: bool) -> None:
         d = det.detect([frame])[0]
         h, w = frame.shape[:2]
         for k in range(len(d)):
@@ -271,18 +285,19 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
                 "face_size": side,
                 "crop": crop,
                 "zoom": matrix_zoom(m),
+                "photo": photo,
             }
             if cfg.frame_fraction > 0:
                 face["region"], face["region_landmarks"] = face_region(frame, lm, m, cfg.crop_size)
             faces.append(face)
 
     for p in _image_paths(cfg.images):
-        take(load_image(p), str(p), 0)
+        take(load_image(p), str(p), 0, True)
     log(f"{len(faces)} clean faces from photos")
     for v in cfg.videos:
         n0 = len(faces)
         for i, frame in _video_frames(Path(v), cfg.frame_stride):
-            take(frame, str(v), i)
+            take(frame, str(v), i, False)
         log(f"{len(faces) - n0} clean faces from {v}")
     return faces
 
@@ -294,6 +309,14 @@ def build_synthetic_set(
 ) -> Path:
     """Build (or reuse, when ``labels.parquet`` exists for the same config) the synthetic
     set under ``out_dir``; returns the path of ``labels.parquet``."""
+    unknown = set(cfg.extra_degradations) - set(EXTRA_DEGRADATIONS)
+    if unknown:
+        raise ValueError(
+            f"extra_degradations: unknown {sorted(unknown)} (known: {list(EXTRA_DEGRADATIONS)})"
+        )
+    if cfg.variants < 0 or (cfg.photo_variants is not None and cfg.photo_variants < 0):
+        raise ValueError(f"variants {cfg.variants}, photo_variants {cfg.photo_variants}: need >= 0")
+    kinds = DEGRADATIONS + tuple(k for k in EXTRA_DEGRADATIONS if k in cfg.extra_degradations)
     out = Path(out_dir)
     labels_path = out / "labels.parquet"
     cfg_json = json.dumps(_cfg_dict(cfg), sort_keys=True)
@@ -330,7 +353,10 @@ def build_synthetic_set(
     for fi, f in enumerate(faces):
         res_d = 0.0 if curve is None else resolution_distance(f["zoom"], curve)
         lo_scale = float(np.clip(f["face_size"] / cfg.crop_size, 0.5, 1.0))
-        for v in range(cfg.variants + 1):
+        n_var = cfg.variants
+        if f["photo"] and cfg.photo_variants is not None:
+            n_var = cfg.photo_variants
+        for v in range(n_var + 1):
             # drawn only when asked for, so sets without frame degradations stay as they were
             in_frame = v > 0 and cfg.frame_fraction > 0 and rng.random() < cfg.frame_fraction
             spec = (
@@ -341,6 +367,7 @@ def build_synthetic_set(
                     p_clean=0.0,
                     p_scaled=0.0 if in_frame else cfg.scaled_fraction,
                     scale_range=(lo_scale, cfg.max_scale),
+                    kinds=kinds,
                 )
             )
             if in_frame:
@@ -423,8 +450,6 @@ def resolution_distance(zoom: float, curve: np.ndarray) -> float:
 
 def _cfg_dict(cfg: SyntheticConfig) -> dict:
     from dataclasses import asdict
-
-    from face_iqa.degrade import DEGRADATIONS
 
     d = asdict(cfg)
     d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -15,6 +15,7 @@ a 450-pixel face in a photo); below 1 they come out coarser (a small face in a v
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -22,7 +23,13 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["DEGRADATIONS", "apply_degradation", "describe", "sample_degradation"]
+__all__ = [
+    "DEGRADATIONS",
+    "EXTRA_DEGRADATIONS",
+    "apply_degradation",
+    "describe",
+    "sample_degradation",
+]
 
 DEGRADATIONS = (
     "gaussian_blur",
@@ -38,6 +45,15 @@ DEGRADATIONS = (
     "gamma",
     "low_contrast",
     "occlusion",
+)
+
+# Kinds a recipe may add to the draw (``SyntheticConfig.extra_degradations``); not drawn by
+# default, so the sets of recipes without them stay as they were.
+EXTRA_DEGRADATIONS = (
+    # JPEG from quality 20 down to 2: the 8-16 px blocks and flat colour of a heavily
+    # compressed photo or stream; ``jpeg`` reaches quality 5 only at its rarely drawn top
+    # severity
+    "jpeg_strong",
 )
 
 
@@ -65,6 +81,9 @@ def _transform(kind: str, s: float) -> A.BasicTransform:
         return A.ISONoise(color_shift=(0.02, 0.06), intensity=(i, i), p=1.0)
     if kind == "jpeg":
         q = int(round(95 - 90 * s))
+        return A.ImageCompression(quality_range=(q, q), p=1.0)
+    if kind == "jpeg_strong":
+        q = int(round(20 - 18 * s))
         return A.ImageCompression(quality_range=(q, q), p=1.0)
     if kind == "downscale":
         f = 0.9 - 0.82 * s
@@ -106,7 +125,8 @@ def _transform(kind: str, s: float) -> A.BasicTransform:
             fill=0,
             p=1.0,
         )
-    raise ValueError(f"unknown degradation {kind!r} (known: {', '.join(DEGRADATIONS)})")
+    known = ", ".join(DEGRADATIONS + EXTRA_DEGRADATIONS)
+    raise ValueError(f"unknown degradation {kind!r} (known: {known})")
 
 
 def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -143,6 +163,7 @@ def sample_degradation(
     max_components: int = 3,
     p_scaled: float = 0.0,
     scale_range: tuple[float, float] = (1.0, 1.0),
+    kinds: Sequence[str] = DEGRADATIONS,
 ) -> dict:
     """Draw a degradation: clean with probability ``p_clean``; else 1 component (60%),
     2 (25%) or 3 (15%) distinct kinds. Severities are ``0.05 + 0.95 * u**1.6`` (u uniform),
@@ -150,7 +171,12 @@ def sample_degradation(
     combined ones are scaled by 0.8 so combinations span the scale rather than pile up.
     With probability ``p_scaled`` the degradation happens at a ``scale`` drawn log-uniformly
     from ``scale_range`` (else at the crop's own resolution; the key is then absent, so
-    specs drawn with ``p_scaled=0`` are those of earlier versions)."""
+    specs drawn with ``p_scaled=0`` are those of earlier versions). ``kinds`` are the
+    degradations drawn from (default :data:`DEGRADATIONS`; :data:`EXTRA_DEGRADATIONS` may be
+    added)."""
+    unknown = set(kinds) - set(DEGRADATIONS + EXTRA_DEGRADATIONS)
+    if unknown or len(set(kinds)) < max_components:
+        raise ValueError(f"kinds: unknown {sorted(unknown)} or fewer than {max_components}")
     seed = int(rng.integers(0, 2**31 - 1))
     if rng.random() < p_clean:
         return {"components": [], "seed": seed}
@@ -160,11 +186,11 @@ def sample_degradation(
             p=[0.6, 0.25, 0.15][:max_components] / np.sum([0.6, 0.25, 0.15][:max_components]),
         )
     )
-    kinds = rng.choice(len(DEGRADATIONS), size=n, replace=False)
+    picked = rng.choice(len(kinds), size=n, replace=False)
     scale = 1.0 if n == 1 else 0.8
     comps = [
-        {"kind": DEGRADATIONS[k], "severity": float(scale * (0.05 + 0.95 * rng.random() ** 1.6))}
-        for k in kinds
+        {"kind": kinds[k], "severity": float(scale * (0.05 + 0.95 * rng.random() ** 1.6))}
+        for k in picked
     ]
     spec = {"components": comps, "seed": seed}
     if p_scaled > 0 and rng.random() < p_scaled:

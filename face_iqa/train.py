@@ -608,9 +608,21 @@ def export_model(
             else f"- Labelled set: {summary['data']['labels']}."
         ),
         (
-            f"- Each clean crop plus {syn['variants']} degraded copies (albumentations: blur, "
-            "noise, JPEG, downscale, exposure, dimming, gamma, contrast, occlusion, and "
-            "combinations), "
+            f"- Each clean crop plus {syn['variants']} degraded copies"
+            + (
+                f" ({syn['photo_variants']} for faces from photos)"
+                if syn.get("photo_variants") is not None
+                else ""
+            )
+            + " (albumentations: blur, noise, JPEG"
+            + (f", {', '.join(syn['extra_degradations'])}" if syn.get("extra_degradations") else "")
+            + ", downscale, exposure, dimming, gamma, contrast, occlusion, and combinations), "
+            + (
+                f"{syn['frame_fraction']:.0%} of them made in the photo or video frame around "
+                "the face before alignment, "
+                if syn.get("frame_fraction")
+                else ""
+            )
             + (
                 f"{syn['scaled_fraction']:.0%} of them applied at another resolution than the "
                 f"crop's (between the face's own, at least half the crop, and "

@@ -207,3 +207,81 @@ def test_frame_degradations_happen_before_alignment(tmp_path):
         rebuilt = align_face(apply_degradation(region, spec), rlm, 224)[0]
         assert np.array_equal(rebuilt, saved)
         assert not np.array_equal(apply_degradation(crop, spec), saved)
+
+
+def _psnr(a, b):
+    return cv2.PSNR(a, b)
+
+
+def test_strong_jpeg_goes_below_the_default_range_and_is_opt_in(face):
+    """``jpeg_strong`` runs from quality 20 to 2, below ``jpeg``'s strongest (quality 5), and
+    only a draw that asks for it gets it."""
+    from face_iqa.degrade import DEGRADATIONS, EXTRA_DEGRADATIONS
+
+    strong = [
+        _psnr(face, apply_degradation(face, _spec("jpeg_strong", s))) for s in (0.0, 0.5, 1.0)
+    ]
+    assert strong[0] > strong[1] > strong[2], strong
+    assert strong[2] < _psnr(face, apply_degradation(face, _spec("jpeg", 1.0))) - 0.5
+    # severity 0 is quality 20: about what ``jpeg`` gives at quality 20 (severity 75/90)
+    assert abs(strong[0] - _psnr(face, apply_degradation(face, _spec("jpeg", 75 / 90)))) < 0.05
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    plain = [sample_degradation(r1, p_clean=0.0) for _ in range(300)]
+    assert plain == [sample_degradation(r2, p_clean=0.0, kinds=DEGRADATIONS) for _ in range(300)]
+    assert not any(c["kind"] in EXTRA_DEGRADATIONS for s in plain for c in s["components"])
+    rng = np.random.default_rng(5)
+    more = [
+        sample_degradation(rng, p_clean=0.0, kinds=DEGRADATIONS + ("jpeg_strong",))
+        for _ in range(1400)
+    ]
+    share = np.mean([c["kind"] == "jpeg_strong" for s in more for c in s["components"]])
+    assert 0.04 < share < 0.11, share  # one kind in 14
+    with pytest.raises(ValueError, match="kinds"):
+        sample_degradation(rng, kinds=DEGRADATIONS + ("jpeg_stronger",))
+    with pytest.raises(ValueError, match="unknown degradation"):
+        apply_degradation(face, _spec("jpeg_stronger", 0.5))
+
+
+def test_synthetic_set_rejects_unknown_extra_degradations(tmp_path):
+    from face_iqa.datasets import SyntheticConfig, build_synthetic_set
+
+    with pytest.raises(ValueError, match="jpeg_stronger"):
+        build_synthetic_set(
+            SyntheticConfig(images=("x.jpg",), extra_degradations=("jpeg_stronger",)), tmp_path
+        )
+    with pytest.raises(ValueError, match="photo_variants"):
+        build_synthetic_set(SyntheticConfig(images=("x.jpg",), photo_variants=-1), tmp_path)
+
+
+@pytest.mark.slow
+def test_photo_faces_get_their_own_number_of_variants(tmp_path):
+    """``photo_variants`` applies to faces from ``images`` only; video faces keep
+    ``variants``; ``extra_degradations`` are drawn and recorded like the others."""
+    from face_iqa.datasets import SyntheticConfig, build_synthetic_set
+
+    photo = str(shared_path("images", "obama-1080p.jpg"))
+    video = str(shared_path("videos", "facenet_example.mp4"))
+    labels = build_synthetic_set(
+        SyntheticConfig(
+            images=(photo,),
+            videos=(video,),
+            frame_stride=100_000,  # the first frame only
+            min_face_size=40,
+            variants=1,
+            photo_variants=30,
+            extra_degradations=("jpeg_strong",),
+            seed=2,
+        ),
+        tmp_path,
+        log=lambda m: None,
+    )
+    t = pd.read_parquet(labels)
+    per_face = t.groupby(["source", "face_id"]).size()
+    assert (per_face.loc[photo] == 31).all()
+    assert len(per_face.loc[video]) >= 1 and (per_face.loc[video] == 2).all()
+    kinds = [c["kind"] for js in t["components"] for c in json.loads(js)]
+    assert "jpeg_strong" in kinds
+    for r in t[t["degradation"].str.contains("jpeg_strong")].itertuples():
+        spec = {"components": json.loads(r.components), "seed": r.seed}
+        clean = load_image(tmp_path / t[(t.face_id == r.face_id) & (t.variant == 0)].path.iloc[0])
+        assert np.array_equal(apply_degradation(clean, spec), load_image(tmp_path / r.path))
