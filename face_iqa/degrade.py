@@ -3,7 +3,9 @@
 A degradation is plain data (``list[dict]``: one ``{"kind", "severity"}`` per component, plus
 a ``seed`` and an optional ``scale``), so a Parquet row can store it and
 :func:`apply_degradation` can rebuild the exact same image from it. Severity runs from 0
-(nothing) to 1 (the strongest we generate).
+(nothing) to 1 (the strongest we generate); the opt-in kinds of
+:data:`EXTRA_DEGRADATIONS` extend a default kind's range instead (``jpeg_strong`` starts at
+quality 20 where ``jpeg`` starts at 95).
 
 ``scale`` is the resolution the degradation happens at, relative to the crop: a camera blurs,
 adds grain and compresses the frame, where a face may be larger or smaller than the aligned

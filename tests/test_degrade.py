@@ -209,22 +209,18 @@ def test_frame_degradations_happen_before_alignment(tmp_path):
         assert not np.array_equal(apply_degradation(crop, spec), saved)
 
 
-def _psnr(a, b):
-    return cv2.PSNR(a, b)
-
-
 def test_strong_jpeg_goes_below_the_default_range_and_is_opt_in(face):
     """``jpeg_strong`` runs from quality 20 to 2, below ``jpeg``'s strongest (quality 5), and
     only a draw that asks for it gets it."""
     from face_iqa.degrade import DEGRADATIONS, EXTRA_DEGRADATIONS
 
     strong = [
-        _psnr(face, apply_degradation(face, _spec("jpeg_strong", s))) for s in (0.0, 0.5, 1.0)
+        cv2.PSNR(face, apply_degradation(face, _spec("jpeg_strong", s))) for s in (0.0, 0.5, 1.0)
     ]
     assert strong[0] > strong[1] > strong[2], strong
-    assert strong[2] < _psnr(face, apply_degradation(face, _spec("jpeg", 1.0))) - 0.5
+    assert strong[2] < cv2.PSNR(face, apply_degradation(face, _spec("jpeg", 1.0))) - 0.5
     # severity 0 is quality 20: about what ``jpeg`` gives at quality 20 (severity 75/90)
-    assert abs(strong[0] - _psnr(face, apply_degradation(face, _spec("jpeg", 75 / 90)))) < 0.05
+    assert abs(strong[0] - cv2.PSNR(face, apply_degradation(face, _spec("jpeg", 75 / 90)))) < 0.05
     r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
     plain = [sample_degradation(r1, p_clean=0.0) for _ in range(300)]
     assert plain == [sample_degradation(r2, p_clean=0.0, kinds=DEGRADATIONS) for _ in range(300)]
