@@ -33,7 +33,7 @@ from face_iqa.checkpoint import (
     save_checkpoint,
 )
 from face_iqa.datasets import SyntheticConfig, assign_splits, build_synthetic_set, load_labelled
-from face_iqa.degrade import DEGRADATIONS, apply_degradation
+from face_iqa.degrade import DEGRADATIONS, EXTRA_DEGRADATIONS, apply_degradation
 from face_iqa.detect import resolve_device
 from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
 from face_iqa.images import load_image
@@ -81,7 +81,8 @@ class RankConfig:
     # from faces of at least this many pixels (``face_size``), so that even a mild downscale
     # or blur of the base is a real loss; 0 (or a set without those columns): every crop.
     base_min_face_size: float = 0.0
-    # occlusion is left out: two patches of different size need not cover one another
+    # occlusion is left out: two patches of different size need not cover one another;
+    # ``EXTRA_DEGRADATIONS`` (e.g. ``jpeg_strong``) may be named too
     kinds: tuple[str, ...] = tuple(k for k in DEGRADATIONS if k != "occlusion")
 
 
@@ -207,7 +208,7 @@ class _RankPairs(Dataset):
         seed: int,
         length: int | None = None,
     ):
-        unknown = set(rank.kinds) - set(DEGRADATIONS)
+        unknown = set(rank.kinds) - set(DEGRADATIONS) - set(EXTRA_DEGRADATIONS)
         if unknown or not rank.kinds:
             raise ValueError(f"rank.kinds: unknown degradations {sorted(unknown)} or none")
         self.paths = self.bases(table, rank)

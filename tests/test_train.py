@@ -229,6 +229,20 @@ def test_rank_pairs_share_kind_and_seed_and_order_severity(tmp_path):
     assert lap[0] > lap[1]
 
 
+def test_rank_pairs_may_use_extra_degradations(tmp_path):
+    """``jpeg_strong`` (an opt-in kind of the synthetic set) can be ranked too: its pairs
+    order JPEG quality from 20 down to 2; a misspelt kind fails when the pairs are made."""
+    from face_iqa.train import RankConfig, _RankPairs
+
+    table = load_labelled(_synthetic_labelled(tmp_path, n=6)).table
+    rank = RankConfig(weight=1.0, kinds=("jpeg", "jpeg_strong"))
+    ds = _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, rank, seed=0, length=200)
+    strong = [ds.draw(i)[1]["components"][0] for i in range(len(ds))]
+    assert {c["kind"] for c in strong} == {"jpeg", "jpeg_strong"}
+    with pytest.raises(ValueError, match="jpeg_stronger"):
+        _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, RankConfig(kinds=("jpeg_stronger",)), 0)
+
+
 def test_rank_loss_trains_the_pairs_order(tmp_path):
     """Labels in random order carry no information; a run with the ranking term learns to
     score the milder copy of a pair higher, a run without it does not."""
