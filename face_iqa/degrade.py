@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 __all__ = [
     "DEGRADATIONS",
     "EXTRA_DEGRADATIONS",
+    "KNOWN_DEGRADATIONS",
     "apply_degradation",
     "describe",
     "sample_degradation",
@@ -57,6 +58,9 @@ EXTRA_DEGRADATIONS = (
     # severity
     "jpeg_strong",
 )
+
+# Every kind a spec may name (what :func:`apply_degradation` and kind lists are checked against)
+KNOWN_DEGRADATIONS = DEGRADATIONS + EXTRA_DEGRADATIONS
 
 
 def _odd(v: float) -> int:
@@ -127,7 +131,7 @@ def _transform(kind: str, s: float) -> A.BasicTransform:
             fill=0,
             p=1.0,
         )
-    known = ", ".join(DEGRADATIONS + EXTRA_DEGRADATIONS)
+    known = ", ".join(KNOWN_DEGRADATIONS)
     raise ValueError(f"unknown degradation {kind!r} (known: {known})")
 
 
@@ -176,7 +180,7 @@ def sample_degradation(
     specs drawn with ``p_scaled=0`` are those of earlier versions). ``kinds`` are the
     degradations drawn from (default :data:`DEGRADATIONS`; :data:`EXTRA_DEGRADATIONS` may be
     added)."""
-    unknown = set(kinds) - set(DEGRADATIONS + EXTRA_DEGRADATIONS)
+    unknown = set(kinds) - set(KNOWN_DEGRADATIONS)
     if unknown or len(set(kinds)) < max_components:
         raise ValueError(f"kinds: unknown {sorted(unknown)} or fewer than {max_components}")
     seed = int(rng.integers(0, 2**31 - 1))

@@ -33,7 +33,7 @@ from face_iqa.checkpoint import (
     save_checkpoint,
 )
 from face_iqa.datasets import SyntheticConfig, assign_splits, build_synthetic_set, load_labelled
-from face_iqa.degrade import DEGRADATIONS, EXTRA_DEGRADATIONS, apply_degradation
+from face_iqa.degrade import DEGRADATIONS, KNOWN_DEGRADATIONS, apply_degradation
 from face_iqa.detect import resolve_device
 from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
 from face_iqa.images import load_image
@@ -208,7 +208,7 @@ class _RankPairs(Dataset):
         seed: int,
         length: int | None = None,
     ):
-        unknown = set(rank.kinds) - set(DEGRADATIONS) - set(EXTRA_DEGRADATIONS)
+        unknown = set(rank.kinds) - set(KNOWN_DEGRADATIONS)
         if unknown or not rank.kinds:
             raise ValueError(f"rank.kinds: unknown degradations {sorted(unknown)} or none")
         self.paths = self.bases(table, rank)

@@ -230,8 +230,8 @@ def test_rank_pairs_share_kind_and_seed_and_order_severity(tmp_path):
 
 
 def test_rank_pairs_may_use_extra_degradations(tmp_path):
-    """``jpeg_strong`` (an opt-in kind of the synthetic set) can be ranked too: its pairs
-    order JPEG quality from 20 down to 2; a misspelt kind fails when the pairs are made."""
+    """``jpeg_strong`` (an opt-in kind of the synthetic set) can be ranked too, drawn
+    beside the default kinds named with it; a misspelt kind fails when the pairs are made."""
     from face_iqa.train import RankConfig, _RankPairs
 
     table = load_labelled(_synthetic_labelled(tmp_path, n=6)).table
