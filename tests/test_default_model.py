@@ -55,17 +55,17 @@ def _ladder(scorer, detector):
 
 def test_resolution_ladder_lowest_rung_scores_lowest(scorer, detector):
     """What the shipped model reaches (measured): 240p far below the rest; 480p, 720p and
-    1080p within a few points of each other (49.4; 76.3, 73.4, 74.2), 1080p not below 720p."""
+    1080p within 5 points of each other, falling (47.5; 83.9, 82.8, 79.2). The previous
+    default kept 1080p above 720p (74.2 vs 73.4) but ranked recognition failures worse."""
     q = _ladder(scorer, detector)
     assert q[0] + 15 < min(q[1:]), q
-    assert max(q[1:]) - min(q[1:]) < 4, q
-    assert q[2] <= q[3] + 0.05, q
+    assert max(q[1:]) - min(q[1:]) < 6, q
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 4 target not reached: the shipped model scores 480p 2.9 above 720p "
-    "(see the model card)",
+    reason="issue 4 target not reached: the shipped model scores 480p 1.1 above 720p and "
+    "1080p 3.6 below 720p (see the model card)",
 )
 def test_resolution_ladder_issue_target(scorer, detector):
     q = _ladder(scorer, detector)

@@ -58,7 +58,7 @@ class ThresholdConfig:
         the picks are not near-duplicates (0: no constraint).
     """
 
-    min_quality: float = 40.0
+    min_quality: float = 35.0
     min_face_size: float = 0.0
     min_det_prob: float = 0.0
     min_exposure: float = 50.0
