@@ -180,8 +180,8 @@ def test_demo_sample_rejects_the_strongest_degradations(ray_local, tmp_path):
     assert any((tmp_path / "run" / "crops").glob("*.png"))
     dark = m[(m["degradation"] == "dark") & (m["severity"] >= 0.8)]
     # the darkest frame has no face left; the one before is rejected, and the exposure rule
-    # rejects its face on its own (the quality model is nearly blind to light: with the
-    # mirror average it scores that face just under the threshold, without it just above)
+    # rejects its face on its own (the quality model is nearly blind to light: it scores
+    # that face 39.0, above the threshold of 35)
     assert len(dark) == 2 and not dark["keep"].any(), dark[["severity", "reason"]]
     from pipeline.config import load_config
 
