@@ -82,7 +82,9 @@ class RankConfig:
     # or blur of the base is a real loss; 0 (or a set without those columns): every crop.
     base_min_face_size: float = 0.0
     # occlusion is left out: two patches of different size need not cover one another;
-    # ``EXTRA_DEGRADATIONS`` (e.g. ``jpeg_strong``) may be named too
+    # ``EXTRA_DEGRADATIONS`` (e.g. ``jpeg_strong``) may be named too. Each pair draws its kind
+    # uniformly from this list, so a kind named n times is drawn n times as often (the
+    # default recipe, configs/train_face.yaml, weights JPEG that way)
     kinds: tuple[str, ...] = tuple(k for k in DEGRADATIONS if k != "occlusion")
 
 

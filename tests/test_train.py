@@ -243,6 +243,16 @@ def test_rank_pairs_may_use_extra_degradations(tmp_path):
         _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, RankConfig(kinds=("jpeg_stronger",)), 0)
 
 
+def test_rank_kinds_named_twice_are_drawn_twice_as_often(tmp_path):
+    from face_iqa.train import RankConfig, _RankPairs
+
+    table = load_labelled(_synthetic_labelled(tmp_path, n=6)).table
+    rank = RankConfig(weight=1.0, kinds=("jpeg", "jpeg", "gaussian_blur"))
+    ds = _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, rank, seed=0, length=3000)
+    kinds = [ds.draw(i)[1]["components"][0]["kind"] for i in range(len(ds))]
+    assert 0.6 < kinds.count("jpeg") / len(kinds) < 0.73  # 2/3 expected
+
+
 def test_rank_loss_trains_the_pairs_order(tmp_path):
     """Labels in random order carry no information; a run with the ranking term learns to
     score the milder copy of a pair higher, a run without it does not."""
