@@ -53,11 +53,19 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Train-time augmentation (albumentations): a mild random resized crop, horizontal
-    flips and mild colour jitter. Kept mild on purpose: the label describes blur, noise and
-    exposure, which strong augmentation would change."""
+    """Train-time augmentation (albumentations): a mild random crop, horizontal flips and
+    mild colour jitter. Kept mild on purpose: the label describes blur, noise and exposure,
+    which strong augmentation would change.
 
+    ``crop``: ``"resized"`` takes a random crop of ``crop_scale_min`` to all of the area and
+    resizes it back (bilinear), so nearly every labelled crop is resampled, a little softer
+    than the crops the scorer sees; ``"shift"`` moves the crop by up to ``shift_px`` whole
+    pixels (the border mirrored), which keeps every pixel as it was.
+    """
+
+    crop: str = "resized"
     crop_scale_min: float = 0.85
+    shift_px: int = 16
     flip: bool = True
     color: float = 0.05
 
@@ -77,6 +85,9 @@ class RankConfig:
     pairs: int = 8  # per batch
     margin: float = 2.0
     min_gap: float = 0.15
+    # share of pairs whose milder copy is the crop itself, undegraded: with a small
+    # ``min_gap`` these teach that even a slight blur or downscale of a crop is a loss
+    clean_share: float = 0.25
     # Bases: the train crops that are clean (``degradation == "clean"`` when the set says)
     # from faces of at least this many pixels (``face_size``), so that even a mild downscale
     # or blur of the base is a real loss; 0 (or a set without those columns): every crop.
@@ -160,14 +171,32 @@ class _FaceDataset(Dataset):
         if augment is not None:
             import albumentations as A
 
-            ts = [
-                A.RandomResizedCrop(
-                    size=(size, size),
-                    scale=(augment.crop_scale_min, 1.0),
-                    ratio=(0.95, 1.05),
-                    p=1.0,
+            if augment.crop == "resized":
+                ts = [
+                    A.RandomResizedCrop(
+                        size=(size, size),
+                        scale=(augment.crop_scale_min, 1.0),
+                        ratio=(0.95, 1.05),
+                        p=1.0,
+                    )
+                ]
+            elif augment.crop == "shift" and augment.shift_px >= 0:
+                import cv2
+
+                # crops are stored at the model's size: mirror-pad, then cut a window back
+                pad = size + 2 * augment.shift_px
+                ts = [
+                    A.Resize(height=size, width=size, interpolation=cv2.INTER_AREA, p=1.0),
+                    A.PadIfNeeded(
+                        min_height=pad, min_width=pad, border_mode=cv2.BORDER_REFLECT_101, p=1.0
+                    ),
+                    A.RandomCrop(height=size, width=size, p=1.0),
+                ]
+            else:
+                raise ValueError(
+                    f"augment.crop {augment.crop!r} (shift_px {augment.shift_px}): "
+                    "expected 'resized' or 'shift' with shift_px >= 0"
                 )
-            ]
             if augment.flip:
                 ts.append(A.HorizontalFlip(p=0.5))
             if augment.color > 0:
@@ -213,6 +242,11 @@ class _RankPairs(Dataset):
         unknown = set(rank.kinds) - set(KNOWN_DEGRADATIONS)
         if unknown or not rank.kinds:
             raise ValueError(f"rank.kinds: unknown degradations {sorted(unknown)} or none")
+        if not (0.0 <= rank.clean_share <= 1.0 and 0.0 < rank.min_gap <= 1.0):
+            raise ValueError(
+                f"rank.clean_share {rank.clean_share} must lie in [0, 1] and rank.min_gap "
+                f"{rank.min_gap} in (0, 1]"
+            )
         self.paths = self.bases(table, rank)
         # at least one pass over the bases, and enough pairs for every step of an epoch
         self.length = max(len(self.paths), length or 0)
@@ -240,7 +274,7 @@ class _RankPairs(Dataset):
         """The two degradation specs of item ``i`` this epoch."""
         rng = np.random.default_rng((self.seed, self.epoch, i))
         kind = str(rng.choice(self.rank.kinds))
-        lo = 0.0 if rng.random() < 0.25 else float(rng.uniform(0.05, 0.7))
+        lo = 0.0 if rng.random() < self.rank.clean_share else float(rng.uniform(0.05, 0.7))
         hi = min(1.0, lo + self.rank.min_gap + float(rng.uniform(0.0, 0.3)))
         seed = int(rng.integers(0, 2**31 - 1))
 
@@ -670,6 +704,21 @@ def export_model(
                 else "."
             )
             if (rk := cfg.get("rank")) and rk.get("weight", 0) > 0
+            else None
+        ),
+        (
+            "- Train-time augmentation of the labelled crops: "
+            + (
+                f"moved by up to {au.get('shift_px', 16)} whole pixels (mirrored border, never "
+                "resampled)"
+                if au.get("crop") == "shift"
+                else f"a random resized crop ({au.get('crop_scale_min', 0.85):.0%} to all of the "
+                "area, resized back bilinearly)"
+            )
+            + (", horizontal flips" if au.get("flip", True) else "")
+            + (f", colour jitter +-{au['color']:g}" if au.get("color") else "")
+            + "."
+            if (au := cfg.get("augment")) is not None
             else None
         ),
         f"- Training time: {train_minutes:.0f} minutes on {machine}." if train_minutes else None,
