@@ -3,16 +3,17 @@ per-box Python loops.
 
 What changes against ``facenet_pytorch...detect_face`` (the reference):
 
-- Candidate crops for R-Net (24x24) and O-Net (48x48) are resampled for all boxes at once
-  from an integral image (summed-area table). facenet-pytorch crops each box and calls
-  ``interpolate(mode="area")`` once per box; area resampling is an average over integer
+- The pyramid levels and the candidate crops for R-Net (24x24) and O-Net (48x48) are
+  resampled for all frames and boxes at once from the frames' integral images
+  (summed-area tables). facenet-pytorch resizes each level and crops each box with
+  ``interpolate(mode="area")``, once per box; area resampling is an average over integer
   pixel bins, which the summed-area table gives exactly (integer sums, one division), so
   the networks see the same inputs up to float rounding.
-- NMS keeps frames (and pyramid levels) apart by groups. On the GPU each step is one ``nms``
-  call over boxes shifted apart per group (in float64, so the shift costs no precision),
-  instead of torchvision's loop of one call and one host sync per group once there are more
-  than 5000 boxes; on the CPU, where ``nms`` is quadratic in its input, the per-group loop
-  stays. The final "Min" NMS runs on the host over the few boxes left.
+- NMS keeps frames (and pyramid levels) apart by groups. On the GPU every group is done at
+  once (:func:`_padded_nms`, a few batched matrix products) instead of torchvision's
+  ``nms``, whose last step walks all boxes in one thread block; on the CPU, where ``nms``
+  is quadratic in its input, torchvision's per-group loop stays. The final "Min" NMS runs
+  on the host over the few boxes left.
 - Nothing moves to the host until the end (no per-box ``.item()``).
 
 The decision rules are the reference's: the same pyramid, thresholds (``>=`` for P-Net,
@@ -64,28 +65,21 @@ def _pyramid_level(integ: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _pnet_candidates(
-    imgs: torch.Tensor,
+    integ: torch.Tensor,
     pnet,
     scales: list[float],
     thresh: float,
-    integ: torch.Tensor | None = None,
 ):
-    """Stage 1. Returns boxes ``(N, 9)`` [x1 y1 x2 y2 score dx1 dy1 dx2 dy2] and image ids,
-    after the per-level (0.5) and per-image (0.7) NMS. With ``integ`` (the frames' integral
-    images) the pyramid comes from it, else from ``interpolate(mode="area")``."""
-    h, w = imgs.shape[2:]
+    """Stage 1 on the frames' integral images ``int32 (B, H+1, W+1, 3)``. Returns boxes
+    ``(N, 9)`` [x1 y1 x2 y2 score dx1 dy1 dx2 dy2] and image ids, after the per-level (0.5)
+    and per-image (0.7) NMS."""
+    h, w = integ.shape[1] - 1, integ.shape[2] - 1
     all_boxes, all_img = [], []
     for scale in scales:
         size = (int(h * scale + 1), int(w * scale + 1))
-        if integ is not None:
-            data = _pyramid_level(integ, size)
-        else:
-            data = F.interpolate(imgs, size=size, mode="area")
-            data = (data - 127.5) * 0.0078125
-            if not data.is_cuda:  # channels-last roughly halves P-Net's time on oneDNN (CPU)
-                data = data.contiguous(memory_format=torch.channels_last)
-        reg, probs = _pnet(pnet, data)
-        p = probs[:, 1]
+        data = _pyramid_level(integ, size)
+        reg, probs = _pnet(pnet, data.to(pnet.conv1.weight.dtype))
+        reg, p = reg.float(), probs[:, 1].float()
         idx = (p >= thresh).nonzero()
         img_i, yy, xx = idx[:, 0], idx[:, 1], idx[:, 2]
         score = p[img_i, yy, xx]
@@ -108,24 +102,99 @@ def _pnet_candidates(
     return boxes[keep], img_ids[keep]
 
 
+# Entries of the padded suppression matrices (groups x rows x rows) that _padded_nms builds
+# at a time, in chunks of groups; a group with more than its square root of boxes (thousands
+# of candidates in one frame) falls back to the shifted one-call NMS.
+_PADDED_NMS_MAX = 1 << 26
+
+
 def _group_nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
     groups: torch.Tensor,
     thresh: float,
     shift: bool | None = None,
+    padded: bool | None = None,
 ) -> torch.Tensor:
     """Indices kept by NMS within each group (a box never suppresses another group's).
-    ``shift``: one call over group-shifted boxes (default on CUDA), else torchvision's
-    ``batched_nms``."""
+    ``padded`` (default on CUDA): :func:`_padded_nms`, every group at once; ``shift``
+    (default on CUDA, when not padded or too large for it): one torchvision call over
+    group-shifted boxes; else torchvision's ``batched_nms``."""
+    if padded is None:
+        padded = boxes.is_cuda
     if shift is None:
         shift = boxes.is_cuda
-    if not shift or len(boxes) == 0:
+    if len(boxes) == 0:
+        return batched_nms(boxes, scores, groups, thresh)
+    if padded:
+        keep = _padded_nms(boxes, scores, groups, thresh)
+        if keep is not None:
+            return keep
+    if not shift:
         return batched_nms(boxes, scores, groups, thresh)
     b = boxes.to(torch.float64)
     lo, hi = b.min(), b.max()
     shifted = b - lo + (groups.to(torch.float64) * (hi - lo + 1))[:, None]
     return nms(shifted, scores.to(torch.float64), thresh)
+
+
+def _padded_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thresh: float
+) -> torch.Tensor | None:
+    """Greedy NMS within each group, all groups at once, keeping what torchvision's ``nms``
+    keeps per group (same IoU formula and ``>`` test, scores sorted descending and stably).
+    ``None`` when one group alone has more than ``sqrt(_PADDED_NMS_MAX)`` boxes.
+
+    Why: torchvision's CUDA ``nms`` ends in one thread block that walks the sorted boxes one
+    by one, so its time grows with the candidates of all frames together. Here each group's
+    boxes form a row of a ``(groups, rows)`` layout in score order, and "box i is kept unless
+    a kept higher-scored box of its group overlaps it by IoU > thresh" is solved by
+    fixed-point iteration: start with every box kept and recompute from the previous guess
+    until nothing changes. After k rounds the first k boxes of each group are final (box i
+    depends only on boxes before it), so this ends at greedy NMS's answer, in as many rounds
+    as the longest chain of suppressions, each round one batched matrix product.
+
+    Returns the kept indices into ``boxes``, by group, score-descending within a group."""
+    n = len(boxes)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    order = order[torch.sort(groups[order], stable=True).indices]
+    _, g = torch.unique_consecutive(groups[order], return_inverse=True)  # groups 0..G-1
+    counts = torch.bincount(g)
+    rows = int(counts.max())
+    if rows * rows > _PADDED_NMS_MAX:
+        return None
+    pos = torch.arange(n, device=boxes.device) - (torch.cumsum(counts, 0) - counts)[g]
+    n_groups = len(counts)
+    coords = boxes.new_zeros((n_groups, rows, 4), dtype=torch.float32)
+    coords[g, pos] = boxes[order].to(torch.float32)
+    valid = torch.zeros((n_groups, rows), dtype=torch.bool, device=boxes.device)
+    valid[g, pos] = True
+    later = torch.ones(rows, rows, dtype=torch.bool, device=boxes.device).triu_(1)
+    mm_dtype = torch.float16 if boxes.is_cuda else torch.float32  # sums of 0/1: > 0 is exact
+    keep = torch.zeros_like(valid)
+    step = max(1, _PADDED_NMS_MAX // (rows * rows))
+    for s in range(0, n_groups, step):
+        x1, y1, x2, y2 = coords[s : s + step].unbind(2)
+        area = (x2 - x1) * (y2 - y1)
+        iw = torch.minimum(x2[:, :, None], x2[:, None]) - torch.maximum(x1[:, :, None], x1[:, None])
+        ih = torch.minimum(y2[:, :, None], y2[:, None]) - torch.maximum(y1[:, :, None], y1[:, None])
+        inter = iw.clamp_(min=0).mul_(ih.clamp_(min=0))
+        del iw, ih
+        union = area[:, :, None] + area[:, None] - inter
+        # sup[g, j, i]: box j, scored higher, would suppress box i
+        sup = (inter.div_(union) > thresh).logical_and_(later).to(mm_dtype)
+        del inter, union
+        ok = valid[s : s + step]
+        cur = ok
+        while True:  # three rounds between checks (each check waits for the GPU)
+            for _ in range(3):
+                cur = ok & ~(torch.bmm(cur.to(mm_dtype)[:, None], sup)[:, 0] > 0)
+            nxt = ok & ~(torch.bmm(cur.to(mm_dtype)[:, None], sup)[:, 0] > 0)
+            if torch.equal(nxt, cur):
+                break
+            cur = nxt
+        keep[s : s + step] = cur
+    return order[keep[g, pos]]
 
 
 def _square(b: torch.Tensor) -> torch.Tensor:
@@ -303,7 +372,6 @@ def fast_detect_face(
     """
     imgs_u8 = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
     bsz, h, w = imgs_u8.shape[:3]
-    imgs = imgs_u8.permute(0, 3, 1, 2).to(torch.float32)
     empty = (
         [np.zeros((0, 5), np.float32) for _ in range(bsz)],
         [np.zeros((0, 5, 2), np.float32) for _ in range(bsz)],
@@ -311,12 +379,12 @@ def fast_detect_face(
     scales = _scales(h, w, minsize, factor)
     if not scales:
         return empty
-    # The integral images serve the crops of stages 2 and 3; on the CPU the pyramid too
-    # (adaptive average pooling of a whole frame is slow there; on the GPU it is not).
+    # The integral images serve the pyramid and the crops of stages 2 and 3. (Adaptive
+    # average pooling of the whole float frame at each level was 30% of the GPU time of a
+    # 720p batch, and the float copy of the frames one more pass over them.)
     integ = _integral(imgs_u8)
-    boxes, img_ids = _pnet_candidates(
-        imgs, pnet, scales, threshold[0], integ=None if imgs_u8.is_cuda else integ
-    )
+    del imgs_u8
+    boxes, img_ids = _pnet_candidates(integ, pnet, scales, threshold[0])
     if len(boxes) == 0:
         return empty
     reg = boxes[:, 5:9]

@@ -110,8 +110,69 @@ def test_shifted_group_nms_equals_batched_nms():
         assert sorted(a.tolist()) == sorted(b.tolist())
 
 
+def test_padded_group_nms_equals_batched_nms(monkeypatch):
+    """The GPU's all-groups-at-once NMS keeps exactly what torchvision's per-group
+    ``batched_nms`` keeps (run here on the CPU): random overlapping boxes with integer
+    corners (exact IoU ties at the thresholds), duplicate scores, uneven group sizes, the
+    group-chunked path, and the fallback when one group is too large."""
+    import face_iqa.fast_mtcnn as fm
+
+    g = torch.Generator().manual_seed(2)
+    n = 2500
+    xy = torch.rand((n, 2), generator=g) * 300 - 20
+    wh = torch.rand((n, 2), generator=g) * 60 + 12
+    boxes = torch.cat([xy, xy + wh], 1).floor()
+    scores = (torch.rand(n, generator=g) * 50).floor() / 50  # many equal scores
+    groups = (torch.rand(n, generator=g) ** 2 * 30).long()  # uneven groups, some empty ids
+    for thr in (0.3, 0.5, 0.7):
+        ref = sorted(torchvision_batched_nms(boxes, scores, groups, thr).tolist())
+        got = fm._padded_nms(boxes, scores, groups, thr)
+        assert 0 < len(ref) < n
+        assert sorted(got.tolist()) == ref
+        # chunks of a few groups at a time give the same answer
+        monkeypatch.setattr(fm, "_PADDED_NMS_MAX", 3 * 400 * 400)
+        assert sorted(fm._padded_nms(boxes, scores, groups, thr).tolist()) == ref
+        monkeypatch.undo()
+    monkeypatch.setattr(fm, "_PADDED_NMS_MAX", 100)
+    assert fm._padded_nms(boxes, scores, groups, 0.5) is None
+    got = fm._group_nms(boxes, scores, groups, 0.5, padded=True)  # falls back to torchvision
+    assert sorted(got.tolist()) == sorted(
+        torchvision_batched_nms(boxes, scores, groups, 0.5).tolist()
+    )
+
+
+def torchvision_batched_nms(boxes, scores, groups, thr):
+    from torchvision.ops import batched_nms
+
+    return batched_nms(boxes, scores, groups, thr)
+
+
+def test_detection_with_padded_nms_is_unchanged(fast, faces_csv, monkeypatch):
+    """The whole fast path with the GPU's padded NMS forced on (here on the CPU) gives the
+    same boxes and landmarks as with torchvision's NMS, on the shared photos with faces."""
+    import face_iqa.fast_mtcnn as fm
+
+    rows = [r for r in faces_csv if int(r["mtcnn_faces"]) >= 1][:6]
+    imgs = [load_image(shared_path(r["file"])) for r in rows]
+    plain = [fast.detect([im])[0] for im in imgs]
+    group_nms = fm._group_nms
+    calls = []
+
+    def forced(*a, **k):
+        calls.append(1)
+        return group_nms(*a, **{**k, "padded": True})
+
+    monkeypatch.setattr(fm, "_group_nms", forced)
+    padded = [fast.detect([im])[0] for im in imgs]
+    assert len(calls) > 10
+    for r, a, b in zip(rows, plain, padded):
+        assert len(a) == len(b) == int(r["mtcnn_faces"]), r["file"]
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3, err_msg=r["file"])
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3, err_msg=r["file"])
+
+
 def test_integral_pyramid_equals_area_interpolation():
-    """On the CPU the pyramid is read from OpenCV's integral image; it must equal what
+    """The pyramid is read from the frames' integral images; it must equal what
     ``interpolate(mode="area")`` (the reference's resize) gives at every level."""
     import torch.nn.functional as F
 
