@@ -64,10 +64,10 @@ class ScorerConfig:
     amp: bfloat16 autocast on CUDA (ignored on the CPU, which always runs float32).
     flip: also score each crop's mirror image and average the two (twice the model's work;
         aligned faces are left-right symmetric, so the mirror is an equally valid view).
-    fixed_shapes: on a GPU, pad every forward pass to ``batch_size`` faces and run one
-        pass at start-up, so that cuDNN plans each convolution once. Without it every new
-        face count was planned afresh (1.4-1.9 s on an H200), a CPU-bound step that left the
-        GPU idle: the pipeline's scorer took 39 ms of worker time a frame, 5.6 ms with it.
+    fixed_shapes: on a GPU, pad every forward pass to ``batch_size`` faces, so that cuDNN
+        plans each convolution once. Without it every new face count was planned afresh
+        (1.4-1.9 s on an H200), a CPU-bound step that left the GPU idle: the pipeline's
+        scorer took 39 ms of worker time a frame, 5.6 ms with it.
     """
 
     checkpoint: str | None = None
@@ -114,8 +114,9 @@ class Scorer:
         self.offsets = self._crop_offsets()
         self.pad_shapes = cfg.fixed_shapes and device.type == "cuda"
         self.oom_splits = 0  # how often a batch was split after running out of GPU memory
-        if self.pad_shapes:  # plan the one shape now, not in the first call
-            self(np.zeros((1, self.resize, self.resize, 3), np.uint8))
+        # No planning pass here: PyTorch keeps cuDNN's plans per thread, and Ray Data calls
+        # a worker on another thread than the one that built it, so such a pass only
+        # lengthened each worker's start.
 
     def _crop_offsets(self) -> list[tuple[int, int]]:
         span = self.resize - self.size

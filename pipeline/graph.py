@@ -6,6 +6,7 @@ here and in :mod:`pipeline.run_job` only.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,12 @@ class RayConfig:
         serial parts (decoding, aligning, Python) overlap the other's model work: on the
         2-core machine two 1-thread workers ran 1.1x one 2-thread worker). Never more
         workers than the run has tasks.
-    worker_gpus: GPU fraction of a fused worker.
+    worker_gpus: GPU fraction of a fused worker (``null``: the workers share each card
+        evenly, 0.33 for three; Ray starts no more workers on a card than their fractions
+        fit, so a fixed value caps ``workers``).
+    worker_calls: calls a fused worker runs at once, on threads that share its models
+        (Ray Data's ``max_concurrent_calls_per_actor`` with true multi-threading): one
+        call decodes and aligns on the CPU while another's networks run on the GPU.
     """
 
     address: str | None = None
@@ -60,7 +66,12 @@ class RayConfig:
     max_retries: int = 3
     fuse: bool = True
     workers: int | None = None
-    worker_gpus: float = 0.3
+    worker_gpus: float | None = None
+    worker_calls: int = 1
+
+    def __post_init__(self) -> None:
+        if self.worker_calls < 1:
+            raise ValueError(f"ray.worker_calls must be >= 1, got {self.worker_calls}")
 
 
 def init_ray(cfg: RayConfig) -> Any:
@@ -134,7 +145,8 @@ def plan_resources(
         **retries,
     }
     if gpu:
-        worker["num_gpus"] = cfg.worker_gpus
+        per_card = math.ceil(worker["actors"] / n_gpu)
+        worker["num_gpus"] = cfg.worker_gpus or math.floor(100 / per_card) / 100
     return {
         "worker": worker,
         "decode": {
@@ -216,7 +228,12 @@ def build_dataset(
         threads = 0
         if gpus == 0:  # CPU workers share the node's cores (Ray would give each one thread)
             threads = max(1, int(cpus) // actors)
-        pool = ray.data.ActorPoolStrategy(size=actors)
+        calls = job.ray.worker_calls
+        pool = ray.data.ActorPoolStrategy(
+            size=actors,
+            max_concurrent_calls_per_actor=calls,
+            enable_true_multi_threading=calls > 1,
+        )
         return ds.map_batches(
             FrameWorker,
             fn_constructor_kwargs={

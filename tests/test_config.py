@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from pipeline.config import Config, ConfigError, build, load_config, parse_set, to_dict
@@ -82,6 +84,13 @@ def test_resource_plan_gpu_and_cpu():
         4,
     ]
     assert plan_resources(RayConfig(workers=3), 0.0, 2.0)["worker"]["actors"] == 3
+    # more fused workers on a card: each asks for a share that lets all of them start
+    for n, gpus in ((5, 1.0), (7, 2.0)):
+        w = plan_resources(RayConfig(workers=n), gpus)["worker"]
+        assert w["actors"] == n and math.ceil(n / gpus) * w["num_gpus"] <= 1.0, (n, w)
+    assert plan_resources(RayConfig(workers=5, worker_gpus=0.1), 1.0)["worker"]["num_gpus"] == 0.1
+    with pytest.raises(ValueError, match="worker_calls"):
+        RayConfig(worker_calls=0)
     assert cpu["detect"]["batch_size"] == 8 and cpu["detect"]["actors"] == 1
     assert "num_gpus" not in cpu["detect"] and "num_gpus" not in cpu["score"]
     two = plan_resources(RayConfig(detect_batch=12, detect_actors=3), 2.0)

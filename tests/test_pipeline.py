@@ -113,6 +113,30 @@ def test_tracks_are_the_same_alone_and_with_other_sources(video_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_calls_per_worker_give_the_same_faces(video_run, tmp_path):
+    """``ray.worker_calls=2``: each worker runs two tasks at once on threads sharing its
+    models; every face gets the box and score it gets one call at a time."""
+    from dataclasses import replace
+
+    videos, out, _, cfg = video_run
+    src = str(videos[0])
+    cfg2 = replace(cfg, ray=replace(cfg.ray, worker_calls=2))
+    run([src], tmp_path / "two", cfg2, progress=False)
+
+    def faces(folder):
+        f = pd.read_parquet(folder / "faces.parquet")
+        f = f[(f["source"] == src) & (f["face_index"] >= 0)]
+        f = f.sort_values(["frame_index", "face_index"])
+        return f[["frame_index", "face_index"]].to_numpy(), np.stack(f["box"]), f["quality"]
+
+    (keys1, box1, q1), (keys2, box2, q2) = faces(out), faces(tmp_path / "two")
+    assert len(keys1) > 50
+    np.testing.assert_array_equal(keys1, keys2)
+    np.testing.assert_allclose(box1, box2, atol=1e-3)
+    np.testing.assert_allclose(q1, q2, atol=1e-3)
+
+
+@pytest.mark.slow
 def test_every_video_frame_once_and_faces_match_detector(video_run):
     videos, out, frames, cfg = video_run
     faces = pd.read_parquet(out / "faces.parquet")
