@@ -127,3 +127,118 @@ def test_top_k_and_quantile_per_source():
 def test_bad_config(bad):
     with pytest.raises(ValueError):
         ThresholdConfig(**bad)
+
+
+def _frames_one_group_at_a_time(stage: ThresholdStage, f: pd.DataFrame, per_track: bool):
+    """The frame decisions written the plain way, a pandas group per frame (the stage's
+    implementation before it was vectorised): the reference for the test below."""
+    c = stage.cfg
+    rows = []
+    for (src, idx), g in f.groupby(["source", "frame_index"], sort=True):
+        fg = g[g["status"] == "ok"]
+        n = len(fg)
+        err = g["status"].eq("error") & g["face_index"].lt(0)
+        status = "error" if err.any() else ("ok" if n else "no_face")
+        error = "; ".join(m for m in g.loc[g["status"] == "error", "error"] if m)
+        passing = fg[fg["face_pass"]]
+        first = str(fg["face_reason"].iloc[0]) if n else ""
+        if status == "error":
+            keep, reason, score = False, "error", np.nan
+        elif n == 0:
+            keep, reason, score = False, "no face", np.nan
+        elif c.max_faces is not None and n > c.max_faces:
+            keep, reason, score = False, f"{n} faces > max {c.max_faces}", np.nan
+        elif per_track:
+            picks = fg[fg["_pick"]]
+            keep = len(picks) > 0
+            score = float(picks["quality"].max()) if keep else np.nan
+            if keep:
+                reason = "best shot of its track"
+            elif len(passing):
+                reason = f"no face among the best {c.track_k} of its track"
+            else:
+                reason = f"no face passes ({first})"
+        elif c.frame_rule == "any":
+            keep = len(passing) > 0
+            score = float(passing["quality"].max()) if keep else np.nan
+            reason = "a face passes" if keep else f"no face passes ({first})"
+        elif c.frame_rule == "all":
+            keep = len(passing) == n
+            score = float(fg["quality"].min()) if keep else np.nan
+            bad = fg[~fg["face_pass"]]
+            reason = (
+                "all faces pass" if keep else f"not all faces pass ({bad['face_reason'].iloc[0]})"
+            )
+        else:
+            big = fg.loc[fg["_area"].idxmax()]
+            keep = bool(big["face_pass"])
+            score = float(big["quality"]) if keep else np.nan
+            reason = "largest face passes" if keep else f"largest face: {big['face_reason']}"
+        rows.append(
+            {
+                "source": src,
+                "frame_index": int(idx),
+                "timestamp_s": float(g["timestamp_s"].iloc[0]),
+                "n_faces": n,
+                "best_quality": float(fg["quality"].max()) if n else np.nan,
+                "keep": bool(keep),
+                "reason": reason,
+                "status": status,
+                "error": error,
+                "_score": score,
+            }
+        )
+    return rows
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(frame_rule="any"),
+        dict(frame_rule="all", max_faces=3),
+        dict(frame_rule="largest"),
+        dict(policy="best_per_track", track_k=2, track_min_gap=3),
+    ],
+)
+def test_frame_decisions_equal_the_per_frame_loop(cfg):
+    """The vectorised frame decisions give, row for row, what a pandas group per frame
+    gives: random sources with several faces, faceless and failed frames, error rows
+    beside faces, equal face sizes (ties), missing qualities."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for src in ("b.mp4", "a.mp4"):
+        for fi in rng.permutation(300):  # rows arrive out of frame order
+            kind = rng.choice(["faces", "none", "error", "faces+error"], p=[0.7, 0.1, 0.1, 0.1])
+            ts = fi / 25
+            if kind == "none":
+                rows.append([src, fi, -1, np.nan, np.nan, np.nan, "no_face", "", ts])
+            if kind in ("error", "faces+error"):
+                msg = "" if rng.random() < 0.3 else f"{src}: frame {fi} trouble"
+                rows.append([src, fi, -1, np.nan, np.nan, np.nan, "error", msg, ts])
+            if kind in ("faces", "faces+error"):
+                for k in range(int(rng.integers(1, 5))):
+                    q = np.nan if rng.random() < 0.05 else float(rng.integers(0, 100))
+                    size = float(rng.choice([30.0, 60.0, 60.0, 120.0]))
+                    rows.append([src, fi, k, q, size, rng.uniform(0.8, 1.0), "ok", "", ts])
+    f = _faces(rows)
+    f["track_id"] = np.where(
+        f["face_index"] >= 0, f["source"] + "-" + f["face_index"].astype(str), ""
+    )
+    stage = ThresholdStage(ThresholdConfig(min_quality=40, min_face_size=40, **cfg))
+    f["face_pass"], f["face_reason"] = stage.face_rules(
+        f["status"].to_numpy(str),
+        f["quality"].to_numpy(np.float64),
+        f["face_size"].to_numpy(np.float64),
+        f["det_prob"].to_numpy(np.float64),
+        None,
+    )
+    is_face = f["status"] == "ok"
+    f["_area"] = np.where(is_face, f["face_size"].fillna(0.0) ** 2, -1.0)
+    per_track = stage.cfg.policy == "best_per_track"
+    if per_track:
+        f["_pick"] = stage._track_picks(f)
+    want = pd.DataFrame(_frames_one_group_at_a_time(stage, f, per_track))
+    got = pd.DataFrame(stage._frame_rows(f, per_track))
+    assert len(got) == 600 and set(got["reason"]) == set(want["reason"])
+    assert got["keep"].any() and not got["keep"].all()
+    pd.testing.assert_frame_equal(got, want)

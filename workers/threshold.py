@@ -172,61 +172,7 @@ class ThresholdStage:
         per_track = c.policy == "best_per_track"
         if per_track:
             f["_pick"] = self._track_picks(f)
-        rows = []
-        for (src, idx), g in f.groupby(["source", "frame_index"], sort=True):
-            faces_g = g[g["status"] == STATUS_OK]
-            n = len(faces_g)
-            err = g["status"].eq(STATUS_ERROR) & g["face_index"].lt(0)
-            status = STATUS_ERROR if err.any() else (STATUS_OK if n else STATUS_NO_FACE)
-            error = "; ".join(m for m in g.loc[g["status"] == STATUS_ERROR, "error"] if m)
-            best_q = float(faces_g["quality"].max()) if n else np.nan
-            passing = faces_g[faces_g["face_pass"]]
-            if status == STATUS_ERROR:
-                keep, reason, score = False, "error", np.nan
-            elif n == 0:
-                keep, reason, score = False, "no face", np.nan
-            elif c.max_faces is not None and n > c.max_faces:
-                keep, reason, score = False, f"{n} faces > max {c.max_faces}", np.nan
-            elif per_track:
-                picks = faces_g[faces_g["_pick"]]
-                keep = len(picks) > 0
-                score = float(picks["quality"].max()) if keep else np.nan
-                if keep:
-                    reason = "best shot of its track"
-                elif len(passing):
-                    reason = f"no face among the best {c.track_k} of its track"
-                else:
-                    reason = f"no face passes ({_first(faces_g)})"
-            elif c.frame_rule == "any":
-                keep = len(passing) > 0
-                score = float(passing["quality"].max()) if keep else np.nan
-                reason = "a face passes" if keep else f"no face passes ({_first(faces_g)})"
-            elif c.frame_rule == "all":
-                keep = len(passing) == n
-                score = float(faces_g["quality"].min()) if keep else np.nan
-                bad = faces_g[~faces_g["face_pass"]]
-                reason = "all faces pass" if keep else f"not all faces pass ({_first(bad)})"
-            else:  # largest
-                big = faces_g.loc[faces_g["_area"].idxmax()]
-                keep = bool(big["face_pass"])
-                score = float(big["quality"]) if keep else np.nan
-                reason = "largest face passes" if keep else f"largest face: {big['face_reason']}"
-            rows.append(
-                {
-                    "source": src,
-                    "frame_index": int(idx),
-                    "timestamp_s": float(g["timestamp_s"].iloc[0])
-                    if "timestamp_s" in g
-                    else np.nan,
-                    "n_faces": n,
-                    "best_quality": best_q,
-                    "keep": bool(keep),
-                    "reason": reason,
-                    "status": status,
-                    "error": error,
-                    "_score": score,
-                }
-            )
+        rows = self._frame_rows(f, per_track)
         frames = pd.DataFrame(rows, columns=FRAME_COLUMNS + ["_score"])
         frames = self._source_policy(frames)
         kept = frames.set_index(["source", "frame_index"])["keep"]
@@ -304,6 +250,114 @@ class ThresholdStage:
                     f"below its source's {c.quantile:g}-quantile ({cut:.1f})"
                 )
         return frames
+
+    def _frame_rows(self, f: pd.DataFrame, per_track: bool) -> list[dict]:
+        """One decision row per (source, frame_index), in that order. The per-frame
+        quantities are computed for all frames at once (a pandas group per frame cost 0.6 ms
+        a frame: 2.4 s for a 4,000-frame video, run after the stream on the driver)."""
+        c = self.cfg
+        if len(f) == 0:
+            return []
+        gid = f.groupby(["source", "frame_index"], sort=True).ngroup().to_numpy()
+        n_groups = int(gid.max()) + 1
+        pos = np.arange(len(f))
+        status = f["status"].to_numpy(str)
+        ok = status == STATUS_OK
+        face_pass = f["face_pass"].to_numpy(bool)
+        passing = ok & face_pass
+        q = f["quality"].to_numpy(np.float64)
+        reason = f["face_reason"].astype(str).to_numpy()
+
+        def count(mask: np.ndarray) -> np.ndarray:
+            return np.bincount(gid, weights=mask, minlength=n_groups).astype(np.int64)
+
+        def grouped(values: np.ndarray):  # every frame has a row, so groups are 0..n-1
+            return pd.Series(values).groupby(gid)
+
+        def q_max(mask: np.ndarray) -> np.ndarray:  # NaN where no row (pandas skips NaN)
+            return grouped(np.where(mask, q, np.nan)).max().to_numpy()
+
+        def first(mask: np.ndarray) -> np.ndarray:  # first such row of each frame, else -1
+            p = grouped(np.where(mask, pos, len(f))).min().to_numpy()
+            return np.where(p < len(f), p, -1)
+
+        def first_reason(mask: np.ndarray) -> np.ndarray:
+            p = first(mask)
+            return np.where(p >= 0, reason[np.maximum(p, 0)], "")
+
+        n = count(ok)
+        n_pass = count(passing)
+        err = count((status == STATUS_ERROR) & (f["face_index"].to_numpy() < 0)) > 0
+        errors: dict[int, list[str]] = {}
+        for p, m in zip(
+            np.flatnonzero(status == STATUS_ERROR), f["error"].to_numpy()[status == STATUS_ERROR]
+        ):
+            if m:
+                errors.setdefault(int(gid[p]), []).append(m)
+        head = first(np.ones(len(f), bool))
+        srcs = f["source"].to_numpy()[head]
+        idxs = f["frame_index"].to_numpy()[head]
+        ts = f["timestamp_s"].to_numpy(np.float64)[head] if "timestamp_s" in f else None
+        best_q = q_max(ok)
+        face_first = first_reason(ok)
+        if per_track:
+            pick = ok & f["_pick"].to_numpy(bool)
+            n_pick, pick_q = count(pick), q_max(pick)
+        elif c.frame_rule == "any":
+            pass_q = q_max(passing)
+        elif c.frame_rule == "all":
+            ok_min = grouped(np.where(ok, q, np.nan)).min().to_numpy()
+            bad_first = first_reason(ok & ~face_pass)
+        else:  # largest: the first row of the largest area (not-faces have -1)
+            area = f["_area"].to_numpy(np.float64)
+            big = first(area == grouped(area).max().to_numpy()[gid])
+        rows = []
+        for k in range(n_groups):
+            nk = int(n[k])
+            st = STATUS_ERROR if err[k] else (STATUS_OK if nk else STATUS_NO_FACE)
+            if st == STATUS_ERROR:
+                keep, why, score = False, "error", np.nan
+            elif nk == 0:
+                keep, why, score = False, "no face", np.nan
+            elif c.max_faces is not None and nk > c.max_faces:
+                keep, why, score = False, f"{nk} faces > max {c.max_faces}", np.nan
+            elif per_track:
+                keep = n_pick[k] > 0
+                score = float(pick_q[k]) if keep else np.nan
+                if keep:
+                    why = "best shot of its track"
+                elif n_pass[k]:
+                    why = f"no face among the best {c.track_k} of its track"
+                else:
+                    why = f"no face passes ({face_first[k]})"
+            elif c.frame_rule == "any":
+                keep = n_pass[k] > 0
+                score = float(pass_q[k]) if keep else np.nan
+                why = "a face passes" if keep else f"no face passes ({face_first[k]})"
+            elif c.frame_rule == "all":
+                keep = n_pass[k] == nk
+                score = float(ok_min[k]) if keep else np.nan
+                why = "all faces pass" if keep else f"not all faces pass ({bad_first[k]})"
+            else:
+                b = big[k]
+                keep = bool(face_pass[b])
+                score = float(q[b]) if keep else np.nan
+                why = "largest face passes" if keep else f"largest face: {reason[b]}"
+            rows.append(
+                {
+                    "source": srcs[k],
+                    "frame_index": int(idxs[k]),
+                    "timestamp_s": float(ts[k]) if ts is not None else np.nan,
+                    "n_faces": nk,
+                    "best_quality": float(best_q[k]) if nk else np.nan,
+                    "keep": bool(keep),
+                    "reason": why,
+                    "status": st,
+                    "error": "; ".join(errors.get(k, [])),
+                    "_score": score,
+                }
+            )
+        return rows
 
 
 def _first(g: pd.DataFrame) -> str:
