@@ -69,6 +69,16 @@ class AugmentConfig:
     flip: bool = True
     color: float = 0.05
 
+    def __post_init__(self) -> None:
+        # checked when the config loads, not minutes later when the dataset is built
+        if self.crop not in ("resized", "shift") or self.shift_px < 0:
+            raise ValueError(
+                f"augment.crop {self.crop!r} (shift_px {self.shift_px}): "
+                "expected 'resized' or 'shift' with shift_px >= 0"
+            )
+        if not 0 < self.crop_scale_min <= 1:
+            raise ValueError(f"augment.crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
+
 
 @dataclass(frozen=True)
 class RankConfig:
@@ -180,7 +190,7 @@ class _FaceDataset(Dataset):
                         p=1.0,
                     )
                 ]
-            elif augment.crop == "shift" and augment.shift_px >= 0:
+            else:  # "shift" (AugmentConfig checks the value)
                 import cv2
 
                 # crops are stored at the model's size: mirror-pad, then cut a window back
@@ -192,11 +202,6 @@ class _FaceDataset(Dataset):
                     ),
                     A.RandomCrop(height=size, width=size, p=1.0),
                 ]
-            else:
-                raise ValueError(
-                    f"augment.crop {augment.crop!r} (shift_px {augment.shift_px}): "
-                    "expected 'resized' or 'shift' with shift_px >= 0"
-                )
             if augment.flip:
                 ts.append(A.HorizontalFlip(p=0.5))
             if augment.color > 0:

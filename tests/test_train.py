@@ -9,6 +9,7 @@ from face_iqa.datasets import assign_splits, cluster_identities, load_labelled
 from face_iqa.metrics import iqa_metrics
 from face_iqa.train import AugmentConfig, DataConfig, TrainConfig, evaluate, train
 from pipeline.cli import main
+from tests.conftest import REPO
 
 
 def _synthetic_labelled(folder, n=24, seed=0):
@@ -297,8 +298,13 @@ def test_shift_crop_keeps_every_pixel_and_resized_crop_resamples(tmp_path):
         np.abs(np.diff(c, axis=1)).mean() < np.abs(np.diff(img.astype(np.int64), axis=1)).mean()
         for c in smooth
     )
+    # a misspelt mode fails when the config loads, before any work
+    from pipeline.config import ConfigError, load_into
+
+    with pytest.raises((ValueError, ConfigError), match="augment.crop"):
+        load_into(TrainConfig, REPO / "configs" / "train_face.yaml", ["augment.crop=rotate"])
     with pytest.raises(ValueError, match="augment.crop"):
-        _FaceDataset(table, 224, mean, std, AugmentConfig(crop="rotate"), seed=0)
+        AugmentConfig(crop="shift", shift_px=-1)
 
 
 def test_rank_clean_share_sets_how_many_pairs_start_from_the_undegraded_crop(tmp_path):
