@@ -231,7 +231,11 @@ def end_to_end(
     # stage seconds summed over rows (a stage's actors work in parallel with each other and
     # with the other stages): where the time of the long run went
     print(f"  faceiqa run stage seconds: {summary['timing_s']}", flush=True)
+    # the rate at which results reached the driver after the first one: the throughput once
+    # running, from the long run alone
+    print(f"  faceiqa run stream: {summary['stream']}", flush=True)
     res = {"run_fps": n / t_run, "marginal_fps": marginal, "naive_fps": k / t_naive}
+    res["fps_after_first"] = summary["stream"]["fps_after_first"]
     with tempfile.TemporaryDirectory() as tmp:
         short = _write_clip(_read_clip(clip, 32), Path(tmp) / "short.mp4")
         for v, variant in enumerate(variants):
@@ -248,6 +252,7 @@ def end_to_end(
                 flush=True,
             )
             print(f"  stage seconds: {timing['timing_s']}", flush=True)
+            print(f"  stream: {timing['stream']}", flush=True)
             res[f"variant{v}_fps"] = n_v / t_v
             res[f"variant{v}_marginal_fps"] = v_marginal
     return res

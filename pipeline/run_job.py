@@ -219,6 +219,7 @@ def run(
         recognizer = DlibRecognizer()
     per_track_crops = cfg.threshold.policy == "best_per_track"
     timings = defaultdict(float)
+    stream = _StreamClock(t_start)
     split = (1, 1)
     if todo:
         init_ray(cfg.ray)
@@ -240,6 +241,7 @@ def run(
         )
         per_source: dict[str, list[pd.DataFrame]] = defaultdict(list)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            stream.add(batch)
             df = _batch_to_frame(batch)
             if recognizer is not None:  # descriptors for re-linking tracks
                 t0 = time.perf_counter()
@@ -254,6 +256,7 @@ def run(
                         src, int(batch["frame_index"][k]), int(batch["face_index"][k])
                     )
                     write_png(batch["crop"][k], staging / _source_key(src) / name)
+        t_finish = time.perf_counter()
         for src in wave_sources:
             faces = (
                 pd.concat(per_source[src], ignore_index=True)
@@ -284,6 +287,7 @@ def run(
             write_parquet(_track_table(faces), parts / f"{key}.tracks.parquet")
             # the frames part is written last: its presence marks the source as finished
             write_parquet(frames, parts / f"{key}.frames.parquet")
+        timings["finish_s"] += time.perf_counter() - t_finish
         if bar is not None:
             bar.update(len(wave_sources))
     if bar is not None:
@@ -332,6 +336,7 @@ def run(
             **{k: round(v, 3) for k, v in timings.items()},
             "wall": round(time.perf_counter() - t_start, 3),
         },
+        "stream": stream.summary(),
         "config": to_dict(cfg),
         "model": {"checkpoint": str(ckpt), "sha256": file_sha256(ckpt)},
         "versions": _versions(),
@@ -342,6 +347,36 @@ def run(
     os.replace(tmp, out / "summary.json")
     # .parts/ stays: it is the state --resume reads (small: no pixels)
     return frames_t
+
+
+class _StreamClock:
+    """When the workers' results reach the driver: the first one (the pipeline's start-up:
+    workers starting, models loading, first GPU plans) and the rate of frames after it,
+    which is the pipeline's throughput on a long input, without its start."""
+
+    def __init__(self, t_start: float) -> None:
+        self.t_start = t_start
+        self.t_first = self.t_last = None
+        self.first_frames = self.frames = 0
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        now = time.perf_counter()
+        n = len(set(zip(batch["source"].tolist(), batch["frame_index"].tolist())))
+        if self.t_first is None:
+            self.t_first, self.first_frames = now, n
+        self.t_last = now
+        self.frames += n
+
+    def summary(self) -> dict[str, float | int | None]:
+        if self.t_first is None:
+            return {"first_result_s": None, "frames_after_first": 0, "fps_after_first": None}
+        after = self.frames - self.first_frames
+        span = self.t_last - self.t_first
+        return {
+            "first_result_s": round(self.t_first - self.t_start, 3),
+            "frames_after_first": after,
+            "fps_after_first": round(after / span, 2) if span > 0 and after else None,
+        }
 
 
 def _descriptors(recognizer: Any, batch: dict[str, np.ndarray]) -> list:

@@ -31,4 +31,4 @@ def test_pipeline_bench_runs_on_cpu(ray_local, capsys):
     assert res["variant0_fps"] > 0 and "variant score.scorer.flip=false; ray.worker_calls=2" in out
     assert "variant0_marginal_fps" in res and "fixed start" in out
     assert out.count("same face count on 2/2 frames") == 2  # CPU parity is exact
-    assert "'align_s'" in out and "ratio" in out
+    assert "'align_s'" in out and "ratio" in out and "'fps_after_first'" in out

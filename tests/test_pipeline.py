@@ -171,8 +171,12 @@ def test_summary_and_reasons(video_run):
     assert s["counts"]["frames_kept"] + s["counts"]["frames_rejected"] == len(frames)
     assert len(s["model"]["sha256"]) == 64 and "torch" in s["versions"]
     assert s["config"]["detect"]["detector"]["max_side"] == 640
-    for k in ("decode_s", "detect_s", "align_s", "score_s", "write_s", "wall"):
+    for k in ("decode_s", "detect_s", "align_s", "score_s", "write_s", "finish_s", "wall"):
         assert s["timing_s"][k] > 0
+    # results came in several batches: the start-up and the rate after it are known
+    st = s["stream"]
+    assert 0 < st["first_result_s"] < s["timing_s"]["wall"]
+    assert 0 < st["frames_after_first"] < len(frames) and st["fps_after_first"] > 0
     assert frames["reason"].str.len().gt(0).all()
 
 
