@@ -132,38 +132,39 @@ def crop_footprint(m: np.ndarray, size: int) -> np.ndarray:
 
 
 def _warp(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """``warpAffine`` that does not alias when it shrinks.
+    """``warpAffine`` that renders a face larger than the crop as an image tool reduces a
+    photo.
 
-    Bilinear warping samples only 4 source pixels per output pixel, so a shrunk face aliases
-    and looks sharper or noisier than it is to a quality model (at 1.5x reduction it already
-    doubles the crop's Laplacian variance). The region under the crop is low-passed first:
-    reduced with area averaging beyond 2x, blurred with a Gaussian of
-    ``sigma = 0.5 * sqrt(1 / zoom**2 - 1)`` source pixels between 1x and 2x (nothing near 1x,
-    where a second resampling would only soften the face); then it is warped bilinearly.
+    Bilinear warping samples only 4 source pixels per output pixel, so a shrunk face would
+    alias and look sharper or noisier than it is to a quality model. A face the crop
+    reduces (zoom < 1) is instead reduced first, with an antialiased Lanczos filter
+    (Pillow's, whose kernel widens with the reduction), to the crop's scale, and only then
+    warped (rotation, sub-pixel shift) bilinearly at about 1:1. The crop of a face captured
+    with more pixels than the crop holds is then the crop of that face captured at the
+    crop's resolution by a good downscaler, never softer: a Gaussian pre-filter before the
+    bilinear warp (this function before) blurred twice, and made the crop of a 1080p photo's
+    face softer than the crop of the same photo's 720p file (model card, issue 4).
     """
     scale = matrix_zoom(m)
-    sigma = 0.5 * np.sqrt(max(0.0, 1.0 / max(scale, 1e-6) ** 2 - 1.0))
-    if sigma < 0.2:  # reductions under ~1.08x: bilinear alone barely aliases
+    if scale >= 1.0:
         return cv2.warpAffine(
             frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
+    from PIL import Image
+
     pre = crop_footprint(m, size)
     h, w = frame.shape[:2]
-    pad = 1 + int(np.ceil(3 * sigma)) if scale >= 0.5 else 1
+    pad = 2 + int(np.ceil(3.0 / max(scale, 1e-6)))  # Lanczos-3 support, in frame pixels
     x0 = int(np.clip(np.floor(pre[:, 0].min()) - pad, 0, w))
     y0 = int(np.clip(np.floor(pre[:, 1].min()) - pad, 0, h))
     x1 = int(np.clip(np.ceil(pre[:, 0].max()) + pad, 0, w))
     y1 = int(np.clip(np.ceil(pre[:, 1].max()) + pad, 0, h))
     if x1 - x0 < 2 or y1 - y0 < 2:  # the crop lies outside the frame
         return np.zeros((size, size, 3), np.uint8)
-    roi = frame[y0:y1, x0:x1]
-    if scale >= 0.5:
-        small = cv2.GaussianBlur(roi, (0, 0), sigma)
-        rx = ry = 1.0
-    else:
-        nw, nh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
-        small = cv2.resize(roi, (nw, nh), interpolation=cv2.INTER_AREA)
-        rx, ry = nw / (x1 - x0), nh / (y1 - y0)
+    roi = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    nw, nh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+    small = np.asarray(Image.fromarray(roi).resize((nw, nh), Image.Resampling.LANCZOS))
+    rx, ry = nw / (x1 - x0), nh / (y1 - y0)
     # resize maps pixel centres: p_small = r * (p - o + 0.5) - 0.5
     #   =>  crop = A/r p_small + A (o + (1/r - 1) / 2) + t
     m2 = np.empty((2, 3))

@@ -43,6 +43,7 @@ __all__ = [
     "cluster_identities",
     "face_region",
     "load_labelled",
+    "render_at_scale",
     "resolution_curve",
     "resolution_distance",
 ]
@@ -189,6 +190,18 @@ class SyntheticConfig:
         degradation caused and ``d_res`` the distance the set measures (on its own large
         faces, :func:`resolution_curve`) when a face is reduced to the clean crop's zoom.
         Without it every clean crop is 100, a 100-pixel face as much as a 400-pixel one.
+    ladder_rungs: when above 0, a resolution ladder is also written for each clean face
+        (``ladders.parquet``, crops under ``ladders/``): the face itself and
+        ``ladder_rungs - 1`` versions captured smaller, each the region around the face
+        reduced by a scale drawn log-uniformly (antialiased Lanczos, as a downscaling
+        encoder or image tool gives it) and then aligned as the pipeline aligns any face. Training orders them (``ladder`` in :mod:`face_iqa.train`): a face
+        captured with more pixels is at least as good. Unlabelled: they do not change
+        ``labels.parquet``.
+    ladder_min_side: the smallest face side (box, pixels) a rung reduces a face to; faces
+        too small for a rung below 0.8 of their size get no ladder.
+    ladder_exclude: ``fnmatch`` patterns of source file names that get no ladder (the
+        configs keep the resolution-ladder photos that issue 4 measures out of training's
+        ladders).
     seed: the whole set is a function of this seed and the inputs.
     """
 
@@ -204,6 +217,9 @@ class SyntheticConfig:
     extra_degradations: tuple[str, ...] = ()
     photo_variants: int | None = None
     resolution_label: bool = False
+    ladder_rungs: int = 0
+    ladder_min_side: float = 20.0
+    ladder_exclude: tuple[str, ...] = ()
     seed: int = 0
 
 
@@ -287,7 +303,7 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
                 "zoom": matrix_zoom(m),
                 "photo": photo,
             }
-            if cfg.frame_fraction > 0:
+            if cfg.frame_fraction > 0 or cfg.ladder_rungs > 0:
                 face["region"], face["region_landmarks"] = face_region(frame, lm, m, cfg.crop_size)
             faces.append(face)
 
@@ -402,11 +418,83 @@ def build_synthetic_set(
         if (fi + 1) % 50 == 0:
             log(f"labelled {fi + 1}/{len(faces)} faces")
     table = pd.DataFrame(rows)
+    if cfg.ladder_rungs > 0:
+        ladders = _ladders(cfg, faces, ident, out, log)
+        tmp = (out / "ladders.parquet").with_suffix(".tmp")
+        ladders.to_parquet(tmp, index=False)
+        os.replace(tmp, out / "ladders.parquet")
     tmp = labels_path.with_suffix(".tmp")
     table.to_parquet(tmp, index=False)
     os.replace(tmp, labels_path)
     (out / "config.json").write_text(cfg_json)
     return labels_path
+
+
+def render_at_scale(
+    frame: np.ndarray, landmarks: np.ndarray, scale: float, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned crop of a face as if ``frame`` had been captured with ``scale`` times its
+    pixels per side: the frame reduced with an antialiased Lanczos filter (as image tools
+    and the alignment itself reduce; ``scale`` 1: as it is), the landmarks moved with it
+    (pixel centres), then :func:`face_iqa.align.align_face`. Returns ``(crop, matrix)``
+    like ``align_face``, the matrix from the reduced frame."""
+    from PIL import Image
+
+    if not 0 < scale <= 1:
+        raise ValueError(f"render_at_scale: scale must be in (0, 1], got {scale}")
+    lm = np.asarray(landmarks, np.float64)
+    if scale < 1:
+        h, w = frame.shape[:2]
+        nw, nh = max(2, round(w * scale)), max(2, round(h * scale))
+        small = Image.fromarray(np.ascontiguousarray(frame)).resize(
+            (nw, nh), Image.Resampling.LANCZOS
+        )
+        frame = np.asarray(small)
+        lm = (lm + 0.5) * [nw / w, nh / h] - 0.5
+    return align_face(frame, lm, size)
+
+
+def _ladders(
+    cfg: SyntheticConfig,
+    faces: list[dict],
+    ident: np.ndarray,
+    out: Path,
+    log: Callable[[str], None],
+) -> pd.DataFrame:
+    """The resolution ladders of :class:`SyntheticConfig` (``ladder_rungs``); drawn from
+    their own random stream, so the labelled set is the same with or without them."""
+    from fnmatch import fnmatch
+
+    rng = np.random.default_rng([cfg.seed, 1])
+    (out / "ladders").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for fi, f in enumerate(faces):
+        name = Path(f["source"]).name
+        lo = max(cfg.ladder_min_side / f["face_size"], 0.05)
+        if lo >= 0.8 or any(fnmatch(name, pat) for pat in cfg.ladder_exclude):
+            continue
+        scales = [1.0] + sorted(
+            np.exp(rng.uniform(np.log(lo), 0.0, cfg.ladder_rungs - 1)).tolist(), reverse=True
+        )
+        for k, sc in enumerate(scales):
+            crop, m = render_at_scale(f["region"], f["region_landmarks"], sc, cfg.crop_size)
+            rel = f"ladders/{fi:05d}_{k:02d}.png"
+            cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            rows.append(
+                {
+                    "path": rel,
+                    "face_id": fi,
+                    "rung": k,
+                    "scale": float(sc),
+                    "face_size": f["face_size"] * sc,
+                    "zoom": matrix_zoom(m),
+                    "identity": f"id{ident[fi]:03d}",
+                    "source": f["source"],
+                }
+            )
+    n = len({r["face_id"] for r in rows})
+    log(f"resolution ladders: {n} faces, {len(rows)} crops")
+    return pd.DataFrame(rows)
 
 
 def resolution_curve(

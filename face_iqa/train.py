@@ -43,6 +43,7 @@ from face_iqa.scorer import default_checkpoint, mirror_averaged
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "LadderConfig",
     "RankConfig",
     "TrainConfig",
     "evaluate",
@@ -110,6 +111,41 @@ class RankConfig:
 
 
 @dataclass(frozen=True)
+class LadderConfig:
+    """Pairwise ordering on resolution ladders (``data.synthetic.ladder_rungs``): two
+    renderings of one train face captured at different sizes, at least ``min_ratio`` apart;
+    the larger must score at least ``margin`` points higher per doubling of the detail its
+    crop holds (hinge; the detail stops growing once the face fills the crop's pixels, so
+    two captures larger than the crop need only not be reversed). The recognition labels cannot say this: a face reduced from 400 to 250
+    pixels loses nothing dlib measures, and a model trained on them alone scored a
+    1080p face below the same photo's 720p file (model card). ``weight`` 0 turns it off.
+    """
+
+    weight: float = 0.0
+    pairs: int = 8  # per batch
+    margin: float = 2.0  # points per octave of face size
+    min_ratio: float = 1.25
+    # share of pairs drawn from the faces the crop reduces at full size (zoom < 1; the
+    # rest from every face): the few large photo faces are where the alignment's rendering
+    # of a reduced face meets a 1:1 one, and a uniform draw reaches them rarely
+    large_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (
+            self.weight < 0
+            or self.pairs < 1
+            or self.min_ratio <= 1
+            or self.margin < 0
+            or not 0 <= self.large_share <= 1
+        ):
+            raise ValueError(
+                f"ladder: weight {self.weight} >= 0, pairs {self.pairs} >= 1, margin "
+                f"{self.margin} >= 0, min_ratio {self.min_ratio} > 1 and large_share "
+                f"{self.large_share} in [0, 1] expected"
+            )
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Attributes:
     labels: a labelled CSV/Parquet (``path, score[, identity, split]``). When
@@ -147,6 +183,7 @@ class TrainConfig:
     resume: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     rank: RankConfig = field(default_factory=RankConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
     progress: bool = True
 
 
@@ -298,6 +335,90 @@ class _RankPairs(Dataset):
         )
 
 
+class _LadderPairs(Dataset):
+    """``(larger, smaller, margin)``: two rungs of one train face's resolution ladder (see
+    :class:`LadderConfig`), drawn afresh every epoch from a per-(epoch, item) seed."""
+
+    def __init__(
+        self,
+        ladders: pd.DataFrame,
+        size: int,
+        mean,
+        std,
+        ladder: LadderConfig,
+        seed: int,
+        length: int,
+    ) -> None:
+        self.pairs: list[list[tuple[str, str, float]]] = []
+        self.large: list[int] = []  # indices into pairs of faces reduced at full size
+        for _, g in ladders.groupby("face_id", sort=True):
+            g = g.sort_values("scale", ascending=False)
+            reduced = "zoom" in g.columns and float(g["zoom"].iloc[0]) < 1.0
+            paths, scales = g["path"].tolist(), g["scale"].to_numpy(np.float64)
+            # the detail a rung's crop holds: all the crop can show for a face the crop
+            # reduces (zoom <= 1), 1 / zoom of it for an enlarged one
+            detail = (
+                np.minimum(1.0, 1.0 / g["zoom"].to_numpy(np.float64))
+                if "zoom" in g.columns
+                else scales
+            )
+            ps = [
+                (paths[i], paths[j], float(np.log2(max(detail[i] / detail[j], 1.0))))
+                for i in range(len(g))
+                for j in range(i + 1, len(g))
+                if scales[i] >= ladder.min_ratio * scales[j]
+            ]
+            if ps:
+                if reduced:
+                    self.large.append(len(self.pairs))
+                self.pairs.append(ps)
+        if not self.pairs:
+            raise ValueError(
+                f"ladder: no train face has two rungs {ladder.min_ratio}x apart in size"
+            )
+        self.length = max(length, len(self.pairs))
+        self.size, self.ladder, self.seed, self.epoch = size, ladder, seed, 0
+        self.mean = np.asarray(mean, np.float32) * 255
+        self.std = np.asarray(std, np.float32) * 255
+
+    def __len__(self) -> int:
+        return self.length
+
+    def draw(self, i: int) -> tuple[str, str, float]:
+        """Item ``i``'s pair this epoch: a face (a reduced one with probability
+        ``large_share``), then one of its pairs, uniformly."""
+        rng = np.random.default_rng((self.seed, self.epoch, i, 7))
+        # (no draw at large_share 0: the pairs stay those of runs made before it existed)
+        if self.large and self.ladder.large_share > 0 and rng.random() < self.ladder.large_share:
+            face = self.pairs[self.large[int(rng.integers(len(self.large)))]]
+        else:
+            face = self.pairs[int(rng.integers(len(self.pairs)))]
+        return face[int(rng.integers(len(face)))]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        big, small, octaves = self.draw(i)
+        return (
+            _normalised(load_image(big), self.size, self.mean, self.std),
+            _normalised(load_image(small), self.size, self.mean, self.std),
+            torch.tensor(self.ladder.margin * octaves, dtype=torch.float32),
+        )
+
+
+def _ladder_table(labels: str, train_faces: pd.DataFrame) -> pd.DataFrame:
+    """The rungs of the train split's faces, from the ``ladders.parquet`` beside ``labels``."""
+    path = Path(labels).parent / "ladders.parquet"
+    if not path.is_file():
+        raise ValueError(
+            f"ladder.weight > 0 needs {path}: build the synthetic set with "
+            "data.synthetic.ladder_rungs > 0"
+        )
+    t = pd.read_parquet(path)
+    keep = set(train_faces["face_id"]) if "face_id" in train_faces.columns else set()
+    t = t[t["face_id"].isin(keep)].copy()
+    t["path"] = [str(path.parent / q) for q in t["path"]]
+    return t
+
+
 def predict(
     model: HyperIQA, loader: DataLoader, device: torch.device, flip: bool = False
 ) -> np.ndarray:
@@ -427,6 +548,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         rank_ds = _RankPairs(
             train_tab, size, card.mean, card.std, cfg.rank, cfg.seed, steps * cfg.rank.pairs
         )  # the bases repeated as needed
+    ladder_ds = None
+    if cfg.ladder.weight > 0:
+        train_tab = table[table["split"] == "train"]
+        steps = math.ceil(len(train_tab) / cfg.batch_size)
+        lad = _ladder_table(info["labels"], train_tab)
+        ladder_ds = _LadderPairs(
+            lad, size, card.mean, card.std, cfg.ladder, cfg.seed, steps * cfg.ladder.pairs
+        )
+        log(f"resolution ladders: {len(ladder_ds.pairs)} train faces, {len(lad)} rungs")
     test_tab = table[table["split"] == "test"]
     test_ds = _FaceDataset(test_tab, size, card.mean, card.std, None, 0) if len(test_tab) else None
 
@@ -451,7 +581,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         model.train()
         loader = _loader(train_ds, cfg.batch_size, True, cfg.workers, cfg.seed + epoch)
         t0, losses, rank_losses, ordered = time.perf_counter(), [], [], []
-        rank_it = None
+        ladder_losses, ladder_ordered = [], []
+        rank_it = ladder_it = None
+        if ladder_ds is not None:
+            ladder_ds.epoch = epoch
+            ladder_it = iter(
+                _loader(ladder_ds, cfg.ladder.pairs, True, cfg.workers, cfg.seed + epoch)
+            )
         if rank_ds is not None:
             rank_ds.epoch = epoch
             rank_it = iter(_loader(rank_ds, cfg.rank.pairs, True, cfg.workers, cfg.seed + epoch))
@@ -471,16 +607,29 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                 p = mild.shape[0]
                 x = torch.cat([x, mild.to(device), strong.to(device)])
                 x = x.contiguous(memory_format=torch.channels_last)
+            rungs = next(ladder_it, None) if ladder_it is not None else None
+            if rungs is not None:
+                big, small, lmargin = rungs
+                q, lmargin = big.shape[0], lmargin.to(device)
+                x = torch.cat([x, big.to(device), small.to(device)])
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 scores = model(x).float()
             l1 = loss_fn(scores[:n], y)
             loss = l1
             if pairs is not None:
-                gap = scores[n : n + p] - scores[n + p :]
+                gap = scores[n : n + p] - scores[n + p : n + 2 * p]
                 rank_loss = torch.relu(cfg.rank.margin - gap).mean()
                 loss = loss + cfg.rank.weight * rank_loss
                 rank_losses.append(rank_loss.item())
                 ordered.append(float((gap > 0).float().mean()))
+            if rungs is not None:
+                k = len(scores) - 2 * q
+                lgap = scores[k : k + q] - scores[k + q :]
+                ladder_loss = torch.relu(lmargin - lgap).mean()
+                loss = loss + cfg.ladder.weight * ladder_loss
+                ladder_losses.append(ladder_loss.item())
+                ladder_ordered.append(float((lgap > 0).float().mean()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -500,6 +649,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                     "train_ordered": float(np.mean(ordered)),
                 }
                 if rank_losses
+                else {}
+            ),
+            **(
+                {
+                    "train_ladder": float(np.mean(ladder_losses)),
+                    "train_ladder_ordered": float(np.mean(ladder_ordered)),
+                }
+                if ladder_losses
                 else {}
             ),
             "seconds": time.perf_counter() - t0,
@@ -709,6 +866,28 @@ def export_model(
                 else "."
             )
             if (rk := cfg.get("rank")) and rk.get("weight", 0) > 0
+            else None
+        ),
+        (
+            f"- Plus a resolution-ladder term (weight {ld['weight']}): {ld['pairs']} pairs a "
+            f"batch, each one train face rendered at two of its {syn.get('ladder_rungs')} "
+            "capture sizes (the frame reduced with an antialiased Lanczos filter, then "
+            "aligned; faces "
+            f"down to {syn.get('ladder_min_side'):g} px"
+            + (
+                f"; no ladders from {', '.join(syn['ladder_exclude'])}"
+                if syn.get("ladder_exclude")
+                else ""
+            )
+            + f") at least {ld['min_ratio']:g}x apart, the larger required to score "
+            f"{ld['margin']:g} points higher per doubling of the detail its crop holds, and "
+            "not lower once both fill the crop (hinge)"
+            + (
+                f"; {ld['large_share']:.0%} of the pairs from faces larger than the crop."
+                if ld.get("large_share")
+                else "."
+            )
+            if (ld := cfg.get("ladder")) and ld.get("weight", 0) > 0 and syn
             else None
         ),
         (

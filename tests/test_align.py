@@ -125,8 +125,8 @@ def test_mildly_shrinking_warp_does_not_alias():
 
 @pytest.mark.parametrize("zoom", [0.9, 0.7, 0.4, 0.2])
 def test_warp_puts_points_where_the_matrix_says(zoom):
-    # a blurred dot, rotated and shrunk by each of the warp's paths (bilinear, Gaussian
-    # prefilter, area reduction): its centroid lands on the matrix's image of its centre
+    # a blurred dot, rotated and shrunk (Lanczos reduction, then the bilinear warp): its
+    # centroid lands on the matrix's image of its centre
     img = np.zeros((1000, 1000, 3), np.uint8)
     cv2.circle(img, (400, 300), 6, (255, 255, 255), -1)
     img = cv2.GaussianBlur(img, (0, 0), 3)

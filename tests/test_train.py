@@ -386,3 +386,131 @@ def test_rank_loss_trains_the_pairs_order(tmp_path):
     assert all("train_rank" in h and 0.0 <= h["train_ordered"] <= 1.0 for h in hist)
     assert not any("train_rank" in h for h in hist0)
     assert with_rank >= 0.8 and with_rank > without + 0.15, (with_rank, without)
+
+
+def _with_ladders(folder, labels, scales=(1.0, 0.7, 0.5, 0.35)):
+    """Give each image of a labelled CSV a face_id and a resolution ladder beside it: the
+    image reduced to each scale (area) and enlarged back, as a small face is aligned."""
+    t = pd.read_csv(labels)
+    t["face_id"] = range(len(t))
+    t.to_csv(labels, index=False)
+    rows = []
+    for fid, path in enumerate(t["path"]):
+        img = cv2.imread(str(folder / path))
+        for k, s in enumerate(scales):
+            small = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+            rung = cv2.resize(small, (224, 224), interpolation=cv2.INTER_LINEAR)
+            rel = f"ladders/{fid:03d}_{k}.png"
+            (folder / "ladders").mkdir(exist_ok=True)
+            cv2.imwrite(str(folder / rel), rung)
+            rows.append({"path": rel, "face_id": fid, "rung": k, "scale": s})
+    pd.DataFrame(rows).to_parquet(folder / "ladders.parquet", index=False)
+    return t, pd.DataFrame(rows)
+
+
+def test_ladder_pairs_order_sizes_and_scale_the_margin(tmp_path):
+    """Each pair is (larger, smaller) of one train face, at least min_ratio apart, with
+    ``margin`` points per doubling; faces outside the train split are not used; a set
+    without ladders says what to build."""
+    from face_iqa.train import LadderConfig, _ladder_table, _LadderPairs
+
+    labels = _synthetic_labelled(tmp_path, n=6)
+    t, lad = _with_ladders(tmp_path, labels)
+    train_faces = t[t["face_id"] < 4]
+    tab = _ladder_table(str(labels), train_faces)
+    assert set(tab["face_id"]) == {0, 1, 2, 3}
+    cfg = LadderConfig(weight=1.0, margin=3.0, min_ratio=1.5)
+    ds = _LadderPairs(tab, 224, (0.5,) * 3, (0.25,) * 3, cfg, seed=0, length=200)
+    scale = dict(zip(tab["path"], tab["scale"]))
+    ratios = set()
+    for i in range(len(ds)):
+        big, small, octaves = ds.draw(i)
+        r = scale[big] / scale[small]
+        assert r >= 1.5 - 1e-9 and octaves == pytest.approx(np.log2(r))
+        assert big.rsplit("/", 1)[-1][:3] == small.rsplit("/", 1)[-1][:3]  # one face
+        ratios.add(round(r, 3))
+    assert ratios == {round(a / b, 3) for a in (1, 0.7, 0.5) for b in (0.5, 0.35) if a / b >= 1.5}
+    x_big, x_small, margin = ds[0]
+    assert x_big.shape == x_small.shape == (3, 224, 224)
+    assert float(margin) == pytest.approx(3.0 * ds.draw(0)[2])
+    # large_share: that share of pairs from faces the crop reduces at full size (zoom < 1)
+    tab["zoom"] = np.where(tab["face_id"] == 2, 0.7, 1.3) / tab["scale"]
+    for share, want in ((1.0, 1.0), (0.5, 0.5 + 0.5 / 4), (0.0, 1 / 4)):
+        ds = _LadderPairs(
+            tab, 224, (0.5,) * 3, (0.25,) * 3, LadderConfig(large_share=share), 0, 4000
+        )
+        assert ds.large == [2]
+        got = np.mean(["/002_" in ds.draw(i)[0] for i in range(len(ds))])
+        assert got == pytest.approx(want, abs=0.03), (share, got)
+    # with zooms the margin counts the detail each crop holds: none is gained above the
+    # crop's own resolution (face 2 at scales 1 and 0.7: zooms 0.7 and 1.0, margin 0)
+    zoom = dict(zip(tab["path"], tab["zoom"]))
+    seen = set()
+    for i in range(400):
+        big, small, octaves = ds.draw(i)
+        want = np.log2(max(1.0, min(1.0, 1 / zoom[big]) / min(1.0, 1 / zoom[small])))
+        assert octaves == pytest.approx(want)
+        seen.add(octaves == 0.0)
+    assert seen == {True, False}
+    (tmp_path / "ladders.parquet").unlink()
+    with pytest.raises(ValueError, match="ladder_rungs"):
+        _ladder_table(str(labels), train_faces)
+    with pytest.raises(ValueError, match="min_ratio"):
+        LadderConfig(min_ratio=1.0)
+
+
+def test_ladder_loss_trains_larger_captures_to_score_higher(tmp_path):
+    """Labels in random order carry no information; with the ladder term a run learns to
+    score each image above its reduced-and-enlarged copies, without it it does not.
+
+    24 steps leave batch norm's running statistics far from the data's (the trained order
+    shows in train mode, not in eval mode), so both models get them re-estimated on the
+    rungs before the eval-mode scoring; a full training run takes 1,464 steps."""
+    import torch
+
+    from face_iqa.checkpoint import build_model
+    from face_iqa.train import LadderConfig
+
+    labels = _synthetic_labelled(tmp_path, n=24)
+    t = pd.read_csv(labels)
+    t["score"] = np.random.default_rng(1).permutation(t["score"].to_numpy())
+    t.to_csv(labels, index=False)
+    t, lad = _with_ladders(tmp_path, labels, scales=(1.0, 0.5, 0.25, 0.125))
+
+    def ordered_after(weight: float, name: str) -> tuple[float, list]:
+        cfg = TrainConfig(
+            data=DataConfig(labels=str(labels), val_fraction=0.2, test_fraction=0.0),
+            epochs=8,
+            batch_size=8,
+            lr=3e-4,
+            device="cpu",
+            workers=0,
+            out_dir=str(tmp_path / name),
+            augment=AugmentConfig(crop="shift", flip=False, color=0.0),
+            progress=False,
+            lr_decay_every=0,
+            ladder=LadderConfig(weight=weight, pairs=16),
+        )
+        hist = train(cfg, log=lambda s: None)["history"]
+        model, card = build_model(tmp_path / name / "last.pt")
+        mean = torch.tensor(card.mean).view(1, 3, 1, 1) * 255
+        std = torch.tensor(card.std).view(1, 3, 1, 1) * 255
+        imgs = [cv2.cvtColor(cv2.imread(str(tmp_path / p)), cv2.COLOR_BGR2RGB) for p in lad.path]
+        x = (torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() - mean) / std
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                mod.reset_running_stats()
+                mod.momentum = None  # a plain average over the batches below
+        model.train()
+        with torch.inference_mode():
+            for i in range(0, len(x), 16):
+                model(x[i : i + 16])
+            model.eval()
+            q = model(x).numpy().reshape(len(t), -1)
+        return float(np.mean(np.diff(q, axis=1) < 0)), hist  # each rung below the larger
+
+    with_ladder, hist = ordered_after(20.0, "ladder")
+    without, hist0 = ordered_after(0.0, "plain")
+    assert all(0.0 <= h["train_ladder_ordered"] <= 1.0 for h in hist)
+    assert not any("train_ladder" in h for h in hist0)
+    assert with_ladder >= 0.8 and with_ladder > without + 0.15, (with_ladder, without)
