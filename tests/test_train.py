@@ -30,6 +30,29 @@ def _synthetic_labelled(folder, n=24, seed=0):
     return labels
 
 
+def _shuffle_scores(labels) -> None:
+    """Permute a labelled CSV's scores: no information is left in them."""
+    t = pd.read_csv(labels)
+    t["score"] = np.random.default_rng(1).permutation(t["score"].to_numpy())
+    t.to_csv(labels, index=False)
+
+
+def _tiny_run(tmp_path, labels, name: str, **kw) -> TrainConfig:
+    """The tiny run the pair-ordering tests train; ``kw`` sets the rest."""
+    return TrainConfig(
+        data=DataConfig(labels=str(labels), val_fraction=0.2, test_fraction=0.0),
+        epochs=8,
+        batch_size=8,
+        lr=3e-4,
+        device="cpu",
+        workers=0,
+        out_dir=str(tmp_path / name),
+        progress=False,
+        lr_decay_every=0,
+        **kw,
+    )
+
+
 def test_loss_falls_on_a_tiny_run(tmp_path):
     """Two or three batches an epoch: one epoch's loss swings by half from the next, and
     with one thread instead of two the run takes another path (float sums in another
@@ -342,23 +365,16 @@ def test_rank_loss_trains_the_pairs_order(tmp_path):
     from face_iqa.train import RankConfig
 
     labels = _synthetic_labelled(tmp_path, n=24)
+    _shuffle_scores(labels)
     t = pd.read_csv(labels)
-    t["score"] = np.random.default_rng(1).permutation(t["score"].to_numpy())
-    t.to_csv(labels, index=False)
     kinds = ("gaussian_blur", "gaussian_noise")
 
     def ordered_after(weight: float, name: str) -> tuple[float, list]:
-        cfg = TrainConfig(
-            data=DataConfig(labels=str(labels), val_fraction=0.2, test_fraction=0.0),
-            epochs=8,
-            batch_size=8,
-            lr=3e-4,
-            device="cpu",
-            workers=0,
-            out_dir=str(tmp_path / name),
+        cfg = _tiny_run(
+            tmp_path,
+            labels,
+            name,
             augment=AugmentConfig(flip=False, color=0.0),
-            progress=False,
-            lr_decay_every=0,
             rank=RankConfig(weight=weight, pairs=16, kinds=kinds),
         )
         hist = train(cfg, log=lambda s: None)["history"]
@@ -472,23 +488,15 @@ def test_ladder_loss_trains_larger_captures_to_score_higher(tmp_path):
     from face_iqa.train import LadderConfig
 
     labels = _synthetic_labelled(tmp_path, n=24)
-    t = pd.read_csv(labels)
-    t["score"] = np.random.default_rng(1).permutation(t["score"].to_numpy())
-    t.to_csv(labels, index=False)
+    _shuffle_scores(labels)
     t, lad = _with_ladders(tmp_path, labels, scales=(1.0, 0.5, 0.25, 0.125))
 
     def ordered_after(weight: float, name: str) -> tuple[float, list]:
-        cfg = TrainConfig(
-            data=DataConfig(labels=str(labels), val_fraction=0.2, test_fraction=0.0),
-            epochs=8,
-            batch_size=8,
-            lr=3e-4,
-            device="cpu",
-            workers=0,
-            out_dir=str(tmp_path / name),
+        cfg = _tiny_run(
+            tmp_path,
+            labels,
+            name,
             augment=AugmentConfig(crop="shift", flip=False, color=0.0),
-            progress=False,
-            lr_decay_every=0,
             ladder=LadderConfig(weight=weight, pairs=16),
         )
         hist = train(cfg, log=lambda s: None)["history"]
