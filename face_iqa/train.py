@@ -116,14 +116,15 @@ class LadderConfig:
     renderings of one train face captured at different sizes, at least ``min_ratio`` apart;
     the larger must score at least ``margin`` points higher per doubling of the detail its
     crop holds (hinge; the detail stops growing once the face fills the crop's pixels, so
-    two captures larger than the crop need only not be reversed). The recognition labels cannot say this: a face reduced from 400 to 250
-    pixels loses nothing dlib measures, and a model trained on them alone scored a
-    1080p face below the same photo's 720p file (model card). ``weight`` 0 turns it off.
+    two captures larger than the crop need only not be reversed). The recognition labels
+    cannot say this: a face reduced from 400 to 250 pixels loses nothing dlib measures,
+    and a model trained on them alone scored a 1080p face below the same photo's 720p file
+    (model card). ``weight`` 0 turns it off.
     """
 
     weight: float = 0.0
     pairs: int = 8  # per batch
-    margin: float = 2.0  # points per octave of face size
+    margin: float = 2.0  # points per doubling of the detail a crop holds
     min_ratio: float = 1.25
     # share of pairs drawn from the faces the crop reduces at full size (zoom < 1; the
     # rest from every face): the few large photo faces are where the alignment's rendering
