@@ -131,6 +131,17 @@ def crop_footprint(m: np.ndarray, size: int) -> np.ndarray:
     return corners @ inv[:, :2].T + inv[:, 2]
 
 
+def reduce_lanczos(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (uint8 HxWx3) resized to ``size`` = (width, height) with Pillow's
+    antialiased Lanczos filter (its kernel widens with the reduction), as image tools
+    reduce a photo."""
+    from PIL import Image
+
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.LANCZOS)
+    )
+
+
 def _warp(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     """``warpAffine`` that renders a face larger than the crop as an image tool reduces a
     photo.
@@ -150,8 +161,6 @@ def _warp(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
         return cv2.warpAffine(
             frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
-    from PIL import Image
-
     pre = crop_footprint(m, size)
     h, w = frame.shape[:2]
     pad = 2 + int(np.ceil(3.0 / max(scale, 1e-6)))  # Lanczos-3 support, in frame pixels
@@ -161,9 +170,9 @@ def _warp(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     y1 = int(np.clip(np.ceil(pre[:, 1].max()) + pad, 0, h))
     if x1 - x0 < 2 or y1 - y0 < 2:  # the crop lies outside the frame
         return np.zeros((size, size, 3), np.uint8)
-    roi = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    roi = frame[y0:y1, x0:x1]
     nw, nh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
-    small = np.asarray(Image.fromarray(roi).resize((nw, nh), Image.Resampling.LANCZOS))
+    small = reduce_lanczos(roi, (nw, nh))
     rx, ry = nw / (x1 - x0), nh / (y1 - y0)
     # resize maps pixel centres: p_small = r * (p - o + 0.5) - 0.5
     #   =>  crop = A/r p_small + A (o + (1/r - 1) / 2) + t

@@ -22,7 +22,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from face_iqa.align import align_face, crop_footprint, landmarks_plausible, matrix_zoom
+from face_iqa.align import (
+    align_face,
+    crop_footprint,
+    landmarks_plausible,
+    matrix_zoom,
+    reduce_lanczos,
+)
 from face_iqa.degrade import (
     DEGRADATIONS,
     EXTRA_DEGRADATIONS,
@@ -194,8 +200,9 @@ class SyntheticConfig:
         (``ladders.parquet``, crops under ``ladders/``): the face itself and
         ``ladder_rungs - 1`` versions captured smaller, each the region around the face
         reduced by a scale drawn log-uniformly (antialiased Lanczos, as a downscaling
-        encoder or image tool gives it) and then aligned as the pipeline aligns any face. Training orders them (``ladder`` in :mod:`face_iqa.train`): a face
-        captured with more pixels is at least as good. Unlabelled: they do not change
+        encoder or image tool gives it) and then aligned as the pipeline aligns any face.
+        Training orders them (``ladder`` in :mod:`face_iqa.train`): a face captured with
+        more pixels is at least as good. Unlabelled: they do not change
         ``labels.parquet``.
     ladder_min_side: the smallest face side (box, pixels) a rung reduces a face to; faces
         too small for a rung below 0.8 of their size get no ladder.
@@ -438,18 +445,13 @@ def render_at_scale(
     and the alignment itself reduce; ``scale`` 1: as it is), the landmarks moved with it
     (pixel centres), then :func:`face_iqa.align.align_face`. Returns ``(crop, matrix)``
     like ``align_face``, the matrix from the reduced frame."""
-    from PIL import Image
-
     if not 0 < scale <= 1:
         raise ValueError(f"render_at_scale: scale must be in (0, 1], got {scale}")
     lm = np.asarray(landmarks, np.float64)
     if scale < 1:
         h, w = frame.shape[:2]
         nw, nh = max(2, round(w * scale)), max(2, round(h * scale))
-        small = Image.fromarray(np.ascontiguousarray(frame)).resize(
-            (nw, nh), Image.Resampling.LANCZOS
-        )
-        frame = np.asarray(small)
+        frame = reduce_lanczos(frame, (nw, nh))
         lm = (lm + 0.5) * [nw / w, nh / h] - 0.5
     return align_face(frame, lm, size)
 
