@@ -426,15 +426,17 @@ def build_synthetic_set(
             log(f"labelled {fi + 1}/{len(faces)} faces")
     table = pd.DataFrame(rows)
     if cfg.ladder_rungs > 0:
-        ladders = _ladders(cfg, faces, ident, out, log)
-        tmp = (out / "ladders.parquet").with_suffix(".tmp")
-        ladders.to_parquet(tmp, index=False)
-        os.replace(tmp, out / "ladders.parquet")
-    tmp = labels_path.with_suffix(".tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, labels_path)
+        _to_parquet_atomic(_ladders(cfg, faces, ident, out, log), out / "ladders.parquet")
+    _to_parquet_atomic(table, labels_path)
     (out / "config.json").write_text(cfg_json)
     return labels_path
+
+
+def _to_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write then rename, so that an interrupted build never leaves a half-written table."""
+    tmp = path.with_suffix(".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def render_at_scale(

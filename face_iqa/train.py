@@ -420,6 +420,16 @@ def _ladder_table(labels: str, train_faces: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
+def _pair_hinge(
+    scores: torch.Tensor, start: int, q: int, margin: float | torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """The ranking hinge on ``q`` pairs laid out in one forward batch: ``scores[start:
+    start + q]`` must exceed ``scores[start + q : start + 2q]`` by ``margin`` (a number, or
+    one per pair). Returns the mean hinge and the share of pairs in order."""
+    gap = scores[start : start + q] - scores[start + q : start + 2 * q]
+    return torch.relu(margin - gap).mean(), float((gap > 0).float().mean())
+
+
 def predict(
     model: HyperIQA, loader: DataLoader, device: torch.device, flip: bool = False
 ) -> np.ndarray:
@@ -538,21 +548,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = _optimizer(model, cfg)
     size = card.arch.input_size
-    train_ds = _FaceDataset(
-        table[table["split"] == "train"], size, card.mean, card.std, cfg.augment, cfg.seed
-    )
+    train_tab = table[table["split"] == "train"]
+    steps = math.ceil(len(train_tab) / cfg.batch_size)  # per epoch
+    train_ds = _FaceDataset(train_tab, size, card.mean, card.std, cfg.augment, cfg.seed)
     val_ds = _FaceDataset(table[table["split"] == "val"], size, card.mean, card.std, None, 0)
     rank_ds = None
     if cfg.rank.weight > 0:
-        train_tab = table[table["split"] == "train"]
-        steps = math.ceil(len(train_tab) / cfg.batch_size)
         rank_ds = _RankPairs(
             train_tab, size, card.mean, card.std, cfg.rank, cfg.seed, steps * cfg.rank.pairs
         )  # the bases repeated as needed
     ladder_ds = None
     if cfg.ladder.weight > 0:
-        train_tab = table[table["split"] == "train"]
-        steps = math.ceil(len(train_tab) / cfg.batch_size)
         lad = _ladder_table(info["labels"], train_tab)
         ladder_ds = _LadderPairs(
             lad, size, card.mean, card.std, cfg.ladder, cfg.seed, steps * cfg.ladder.pairs
@@ -619,18 +625,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             l1 = loss_fn(scores[:n], y)
             loss = l1
             if pairs is not None:
-                gap = scores[n : n + p] - scores[n + p : n + 2 * p]
-                rank_loss = torch.relu(cfg.rank.margin - gap).mean()
+                rank_loss, share = _pair_hinge(scores, n, p, cfg.rank.margin)
                 loss = loss + cfg.rank.weight * rank_loss
                 rank_losses.append(rank_loss.item())
-                ordered.append(float((gap > 0).float().mean()))
+                ordered.append(share)
             if rungs is not None:
-                k = len(scores) - 2 * q
-                lgap = scores[k : k + q] - scores[k + q :]
-                ladder_loss = torch.relu(lmargin - lgap).mean()
+                ladder_loss, share = _pair_hinge(scores, len(scores) - 2 * q, q, lmargin)
                 loss = loss + cfg.ladder.weight * ladder_loss
                 ladder_losses.append(ladder_loss.item())
-                ladder_ordered.append(float((lgap > 0).float().mean()))
+                ladder_ordered.append(share)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
