@@ -2,12 +2,17 @@
 
     python -m bench.pipeline_bench [--device auto] [--frames 32] [--video PATH] [--repeat N]
                                    [--variant 'key=value;key=value' ...]
+    python -m bench.pipeline_bench --photos 500 [--config configs/dataset_clean.yaml]
 
 1. Reference (facenet-pytorch ``MTCNN.detect``) vs fast detection, frames/s, on frames of
    the shared 1080p video resized to 720p and at 1080p, same batch size.
 2. End to end on a 720p clip: ``faceiqa run`` (decode, detect, align, score, threshold,
    write; Ray started before the clock) vs a naive loop (per frame: facenet-pytorch detect,
    crop each box, score the faces).
+3. With ``--photos N`` (instead of 1 and 2): a folder of N photos made from the shared
+   images (seeded, :mod:`bench.photos`): ``faceiqa run`` against ``faceiqa score`` (one
+   process, no Ray) and a naive loop (per photo: facenet-pytorch detect, crop each box,
+   score), images/s and ratios. Ray is started before the clock (its start is printed).
 Prints the device, the versions and the ratios.
 """
 
@@ -258,6 +263,118 @@ def end_to_end(
     return res
 
 
+class _WorkerMemory:
+    """Samples the resident memory of this machine's Ray pipeline workers (processes titled
+    ``ray::MapWorker...``) every second while it runs: peak and median per worker, GiB."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: dict[int, list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    if not (proc / "cmdline").read_bytes().startswith(b"ray::MapWorker"):
+                        continue
+                    status = (proc / "status").read_text().splitlines()
+                except OSError:  # gone, or not Linux
+                    continue
+                kib = [int(ln.split()[1]) for ln in status if ln.startswith("VmRSS:")]
+                if kib:
+                    self.samples.setdefault(int(proc.name), []).append(kib[0] / 2**20)
+
+    def __enter__(self) -> _WorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def describe(self) -> str:
+        if not self.samples:
+            return "no worker seen"
+        return ", ".join(
+            f"pid {pid}: median {np.median(v):.2f} GiB, peak {max(v):.2f} GiB"
+            for pid, v in self.samples.items()
+        )
+
+
+def photos(
+    device: torch.device, n: int, config: str | None, sets: list[str], naive_n: int | None
+) -> dict[str, float]:
+    """``faceiqa run`` vs ``faceiqa score`` vs a naive loop on ``n`` made photos."""
+    from facenet_pytorch import MTCNN
+
+    from bench.photos import make_photos
+    from face_iqa.align import crop_box
+    from face_iqa.images import load_image
+    from face_iqa.scorer import build_scorer
+    from pipeline.config import load_config
+    from pipeline.graph import init_ray
+    from pipeline.image_jobs import score_images
+    from pipeline.run_job import run
+
+    dev = str(device)
+    cfg = load_config(
+        config, [f"detect.detector.device={dev}", f"score.scorer.device={dev}", *sets]
+    )
+    t0 = time.perf_counter()
+    init_ray(cfg.ray)
+    print(f"Ray started in {time.perf_counter() - t0:.1f} s (before the clocks)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths = make_photos(n, tmp / "photos")
+        make_photos(8, tmp / "warm", seed=1)
+        score_images([str(tmp / "warm")], tmp / "warm.parquet", cfg, progress=False)
+        run([str(tmp / "warm")], tmp / "warm_run", cfg, progress=False, log=lambda m: None)
+
+        t0 = time.perf_counter()
+        table = score_images([str(tmp / "photos")], tmp / "score.parquet", cfg, progress=False)
+        t_score = time.perf_counter() - t0
+        with _WorkerMemory() as mem:
+            t0 = time.perf_counter()
+            frames = run(
+                [str(tmp / "photos")], tmp / "run", cfg, progress=False, log=lambda m: None
+            )
+            t_run = time.perf_counter() - t0
+        summary = json.loads((tmp / "run" / "summary.json").read_text())
+        n_parts = len(list((tmp / "run" / ".parts").glob("*.parquet")))
+        assert len(frames) == n and table["source"].nunique() == n, (len(frames), n)
+
+        ref = MTCNN(keep_all=True, device=device)
+        scorer = build_scorer(cfg.score.scorer)
+        todo = paths[: naive_n or n]
+        t0 = time.perf_counter()
+        for p in todo:
+            rgb = load_image(p)
+            boxes, _ = ref.detect(rgb)
+            if boxes is not None:
+                boxes = np.asarray(boxes, float)
+                scorer(np.stack([crop_box(rgb, b, 224)[0] for b in boxes]))
+        t_naive = time.perf_counter() - t0
+    r_run, r_score, r_naive = n / t_run, n / t_score, len(todo) / t_naive
+    print(
+        f"{n} photos: faceiqa run {r_run:7.2f} images/s ({t_run:.1f} s)   faceiqa score "
+        f"{r_score:7.2f} images/s ({t_score:.1f} s)   naive loop ({len(todo)}) {r_naive:7.2f} "
+        f"images/s   run/score {r_run / r_score:5.2f}x   run/naive {r_run / r_naive:5.2f}x",
+        flush=True,
+    )
+    print(f"  faceiqa run stage seconds: {summary['timing_s']}", flush=True)
+    print(f"  faceiqa run stream: {summary['stream']}; .parts/ files: {n_parts}", flush=True)
+    print(f"  worker resident memory: {mem.describe()}", flush=True)
+    return {
+        "photos_run_ips": r_run,
+        "photos_score_ips": r_score,
+        "photos_naive_ips": r_naive,
+        "photos_parts": n_parts,
+    }
+
+
 def _read_clip(clip: Path, n: int) -> np.ndarray:
     cap = cv2.VideoCapture(str(clip))
     out = []
@@ -290,6 +407,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--skip-detect", action="store_true")
+    ap.add_argument("--photos", type=int, help="the photo-folder benchmark on N made photos")
+    ap.add_argument("--config", help="YAML preset for --photos (e.g. configs/dataset_clean.yaml)")
+    ap.add_argument("--naive-photos", type=int, help="photos for the naive loop (default: all)")
     args = ap.parse_args(argv)
     from face_iqa.detect import resolve_device
 
@@ -308,6 +428,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"frames={n} batch={batch} iters={iters}",
         file=sys.stdout,
     )
+    if args.photos:
+        return photos(device, args.photos, args.config, args.set, args.naive_photos)
     f1080 = _frames(args.video, n, None)
     f720 = np.stack([cv2.resize(f, (1280, 720), interpolation=cv2.INTER_AREA) for f in f1080])
     res = {} if args.skip_detect else detection(device, f720, f1080, batch, iters, args.profile)

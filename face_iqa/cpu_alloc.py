@@ -6,9 +6,12 @@ activations of tens of megabytes on every call (MTCNN's P-Net on a 720p pyramid 
 13 MB a frame), so each call pays the page faults of touching new memory again: on the
 2-core test machine P-Net's PReLU took twice as long, and the whole P-Net ~1.8x, as with the
 memory reused. PyTorch's CPU tuning guides answer this with jemalloc or tcmalloc through
-``LD_PRELOAD``; this module does the same with glibc itself: a higher mmap threshold and trim
-threshold, so freed blocks stay in the heap and are reused without faults. Peak memory is
-unchanged; memory freed after the peak is kept by the process rather than returned.
+``LD_PRELOAD``; this module does the same with glibc itself: a higher mmap threshold, so freed
+blocks stay in the heap and are reused without faults, and a trim threshold of 128 MiB: the
+heap keeps up to that much free memory at its top (more than one detector call's
+activations) and returns the rest. Keeping all of it (an unlimited trim threshold, as this
+module did before) held a 2-core machine's pipeline workers at 1.3-1.5 GiB each after the
+peaks of a few large images, for no speed gained.
 
 It is called when a detector or scorer is built for the CPU; ``FACEIQA_MALLOC_TUNING=0``
 turns it off. A no-op where the C library is not glibc.
@@ -26,7 +29,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _MMAP_THRESHOLD = 1 << 30  # allocations up to 1 GiB come from the heap
-_TRIM_THRESHOLD = (1 << 31) - 1
+_TRIM_THRESHOLD = 128 << 20  # free memory kept at the top of the heap
 
 _done: bool | None = None
 

@@ -35,7 +35,11 @@ class DetectorConfig:
         factor: pyramid scale step (0 < factor < 1).
         max_side: if set, frames whose longer side exceeds it are downscaled for detection
             only; boxes and landmarks are mapped back to full-resolution pixels.
-        batch_size: frames per detector call (frames of one size only).
+        batch_size: frames per detector call on a GPU (frames of one size only).
+        cpu_batch_size: frames per detector call on the CPU. One by default: batching
+            frames there was slower and held more memory (2-core machine, one thread, 16
+            frames of 720p: 4.8 s one at a time against 8.1 s in batches of 8, resident
+            memory 1.05 against 1.50 GiB; 1080p 8.8 against 12.6-14.6 s).
         backend: ``fast`` (batched crops and NMS, :mod:`face_iqa.fast_mtcnn`) or
             ``reference`` (facenet-pytorch's own ``detect_face``). Same weights, same rules.
     """
@@ -46,6 +50,7 @@ class DetectorConfig:
     factor: float = 0.709
     max_side: int | None = None
     batch_size: int = 16
+    cpu_batch_size: int = 1
     backend: str = "fast"
 
     def __post_init__(self) -> None:
@@ -61,8 +66,11 @@ class DetectorConfig:
             raise ValueError(f"detector.factor must be in (0, 1), got {self.factor}")
         if self.max_side is not None and self.max_side < 24:
             raise ValueError(f"detector.max_side must be >= 24 or null, got {self.max_side}")
-        if self.batch_size < 1:
-            raise ValueError(f"detector.batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 1 or self.cpu_batch_size < 1:
+            raise ValueError(
+                "detector.batch_size and cpu_batch_size must be >= 1, got "
+                f"{self.batch_size}, {self.cpu_batch_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ class MTCNNDetector:
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, f in enumerate(frames):
             groups[f.shape].append(i)
-        bs = self.cfg.batch_size
+        bs = self.cfg.cpu_batch_size if self.device.type == "cpu" else self.cfg.batch_size
         for idx in groups.values():
             for s in range(0, len(idx), bs):
                 chunk = idx[s : s + bs]

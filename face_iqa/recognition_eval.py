@@ -35,6 +35,7 @@ __all__ = [
     "pauc",
     "plot_edc",
     "sharpness",
+    "threshold_table",
 ]
 
 MEASURES = ("hyperiqa", "det_prob", "face_size", "sharpness", "random")
@@ -144,6 +145,43 @@ def edc_table(
             fnmr.append(float((gen_d[kept] > threshold).mean()) if len(kept) else 0.0)
         table[m] = fnmr
     return pd.DataFrame(table), threshold
+
+
+def threshold_table(
+    faces: pd.DataFrame,
+    pairs: pd.DataFrame,
+    threshold: float,
+    levels: Sequence[float] = (20.0, 35.0, 50.0, 70.0),
+    measure: str = "hyperiqa",
+) -> pd.DataFrame:
+    """What a ``min_quality`` means on this set: for each level, the share of described
+    faces at or above it, the share of genuine pairs whose two faces both are, and the FNMR
+    of those pairs at the fixed distance ``threshold`` (from :func:`edc_table`).
+
+    Columns: ``min_quality``, ``faces_kept``, ``genuine_pairs_kept``, ``fnmr``
+    (NaN where no genuine pair is left).
+    """
+    f = faces[faces["ok"]].set_index("path")
+    g = pairs[pairs["same"].astype(bool) & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
+    dist = np.linalg.norm(
+        np.stack(f.loc[g["a"], "descriptor"].to_numpy())
+        - np.stack(f.loc[g["b"], "descriptor"].to_numpy()),
+        axis=1,
+    )
+    low = np.minimum(f.loc[g["a"], measure].to_numpy(float), f.loc[g["b"], measure].to_numpy(float))
+    q = f[measure].to_numpy(float)
+    rows = []
+    for t in [0.0, *levels]:
+        kept = low >= t
+        rows.append(
+            {
+                "min_quality": float(t),
+                "faces_kept": float((q >= t).mean()),
+                "genuine_pairs_kept": float(kept.mean()),
+                "fnmr": float((dist[kept] > threshold).mean()) if kept.any() else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def pauc(table: pd.DataFrame, measure: str, upto: float = 0.3) -> float:

@@ -742,6 +742,16 @@ def _plain(v):
     return v
 
 
+def _data_relative(path: str) -> str:
+    """``path`` from below its last ``data`` folder (``.../data/images/a.jpg`` ->
+    ``images/a.jpg``), so a shipped file names no folder of the machine it was made on."""
+    parts = Path(path).parts
+    if "data" not in parts[:-1]:
+        return str(path)
+    last = len(parts) - 1 - parts[::-1].index("data")
+    return "/".join(parts[last + 1 :])
+
+
 def export_model(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -782,11 +792,15 @@ def export_model(
         dcfg["split_seed"],
     )
     src_col = "source" if "source" in table.columns else "path"
-    test_src = sorted(set(table.loc[table["split"] == "test", src_col]))
+    test_src = sorted({_data_relative(s) for s in table.loc[table["split"] == "test", src_col]})
     photos = [s for s in test_src if not s.lower().endswith((".mp4", ".avi", ".mov", ".mkv"))]
     (out / "heldout.json").write_text(
         json.dumps(
-            {"photos": photos, "sources": test_src, "note": "identities never seen in training"},
+            {
+                "photos": photos,
+                "sources": test_src,
+                "note": "identities never seen in training; paths relative to the data folder",
+            },
             indent=1,
         )
     )
@@ -805,7 +819,8 @@ def export_model(
         "## Data",
         (
             f"- Clean faces: MTCNN-detected and aligned (224x224) from "
-            f"{syn['images'] + syn['videos']}; faces under {syn['min_face_size']} px are not "
+            f"{[_data_relative(x) for x in syn['images'] + syn['videos']]}; faces under "
+            f"{syn['min_face_size']} px are not "
             "used as clean references."
             if syn
             else f"- Labelled set: {summary['data']['labels']}."

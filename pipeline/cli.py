@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -29,9 +32,39 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _version_text() -> str:
+    import importlib.metadata as md
+
+    from face_iqa.checkpoint import file_sha256
+    from face_iqa.scorer import DEFAULT_CHECKPOINT, default_checkpoint
+
+    try:
+        version = md.version("face-iqa-pipeline")
+    except md.PackageNotFoundError:
+        version = "unknown (not installed)"
+    sha = file_sha256(default_checkpoint())
+    return f"faceiqa {version}\nmodel {DEFAULT_CHECKPOINT} sha256 {sha}"
+
+
+class _Version(argparse.Action):
+    """``--version``: computed only when asked (hashing the model costs a moment)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        print(_version_text())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceiqa", description="Face detection, alignment and quality filtering."
+    )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        help="the package version and the embedded model's SHA-256, then exit",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -51,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--crops", action="store_true", help="write aligned crops of kept faces")
     r.add_argument("--kept-frames", action="store_true", help="write the kept frames as PNG")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's own messages (by default they go to DIR/run.log)",
+    )
     _add_config_args(r)
 
     d = sub.add_parser("detect", help="detect and align faces in images and folders")
@@ -153,7 +191,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.kept_frames:
         sets.append("output.kept_frames=true")
     cfg = load_config(args.config, sets)
-    frames = run(args.inputs, args.out, cfg, resume=args.resume, progress=not args.quiet)
+    with _ray_output(None if args.verbose else Path(args.out) / "run.log") as console:
+        try:
+            frames = run(
+                args.inputs,
+                args.out,
+                cfg,
+                resume=args.resume,
+                progress=not args.quiet,
+                console=console,
+            )
+        finally:
+            _stop_ray()  # while its output still goes to the log
     kept = int(frames["keep"].sum())
     n = len(frames)
     errors = int((frames["status"] == "error").sum())
@@ -168,6 +217,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"  rejected ({reason}): {count}")
     print(f"manifest: {args.out}/frames.parquet, {args.out}/faces.parquet, {args.out}/summary.json")
     return 0
+
+
+@contextlib.contextmanager
+def _ray_output(log_path: Path | None) -> Iterator[TextIO]:
+    """Send everything written to file descriptor 2 (Ray's warnings and the C++ core's log
+    lines, Python warnings, logging) to ``log_path``; yields the terminal's stderr for our
+    own progress bar and messages. ``None``: change nothing."""
+    if log_path is None:
+        yield sys.stderr
+        return
+    from pipeline.writers import check_writable_dir
+
+    check_writable_dir(log_path.parent)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(fd, 2)
+    os.close(fd)
+    console = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield console
+    finally:
+        sys.stderr.flush()
+        console.close()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _stop_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -285,6 +368,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         pairs_from_identities,
         pauc,
         plot_edc,
+        threshold_table,
     )
     from face_iqa.scorer import ScorerConfig, build_scorer
     from face_iqa.utility import DlibRecognizer
@@ -328,7 +412,14 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
     )
     for m in sorted(scores, key=scores.get):
         print(f"  pAUC(0-30%) {m:<10} {scores[m]:.4f}")
-    print(f"wrote {out / 'edc.csv'}, {out / 'edc.png'}")
+    levels = threshold_table(faces, pairs, threshold)
+    levels.to_csv(out / "thresholds.csv", index=False)
+    for r in levels.itertuples():
+        print(
+            f"  min_quality {r.min_quality:>4g}: {r.faces_kept:6.1%} of faces kept, "
+            f"FNMR {r.fnmr:.3f} on the {r.genuine_pairs_kept:.1%} of genuine pairs left"
+        )
+    print(f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'thresholds.csv'}")
     return 0
 
 

@@ -36,17 +36,23 @@ class OutputConfig:
     """Attributes:
     crops: write the aligned crops of kept faces under ``crops/``.
     kept_frames: write the kept frames as PNG under ``kept_frames/``.
-    wave_sources: sources processed per wave; a finished wave is saved, so ``--resume``
-        after an interruption redoes at most one wave.
+    flush_sources: finished sources are saved under ``.parts/`` (the state ``--resume``
+        reads) once this many are waiting, so a folder of 1,000 photos leaves a few part
+        files, not files per source;
+    flush_seconds: ... or once this long has passed since the last save, so an
+        interruption redoes at most this much of a slow run's work.
     """
 
     crops: bool = False
     kept_frames: bool = False
-    wave_sources: int = 8
+    flush_sources: int = 500
+    flush_seconds: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.wave_sources < 1:
-            raise ValueError(f"output.wave_sources must be >= 1, got {self.wave_sources}")
+        if self.flush_sources < 1:
+            raise ValueError(f"output.flush_sources must be >= 1, got {self.flush_sources}")
+        if self.flush_seconds <= 0:
+            raise ValueError(f"output.flush_seconds must be > 0, got {self.flush_seconds}")
 
 
 @dataclass(frozen=True)

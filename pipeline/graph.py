@@ -188,14 +188,21 @@ def task_split(cfg: Any) -> tuple[int, int]:
 def build_dataset(
     tasks: list[dict[str, Any]],
     job: Any,
-    keep_crops: bool,
+    staging: str | None = None,
+    reid: bool = False,
     stage_classes: dict[str, type] | None = None,
 ) -> Any:
-    """The streaming dataset of face rows (with ``face_pass``) for ``tasks``.
+    """The streaming dataset of face rows (with ``face_pass``) for ``tasks``: one execution
+    for every task of every source of a run.
 
-    ``job`` is the resolved :class:`pipeline.config.Config`. Crops travel on only
-    when ``keep_crops`` (someone writes them); otherwise they are dropped after scoring.
-    ``stage_classes`` may replace the ``detect`` or ``score`` stage class (same contract).
+    ``job`` is the resolved :class:`pipeline.config.Config`. No pixels leave the workers:
+    with ``staging`` (a folder the workers can reach) each worker writes the crops of the
+    faces that pass the face rules there, named by :func:`pipeline.writers.crop_file`;
+    with ``reid`` it adds each face's 128-d dlib ``descriptor``. Each row carries its
+    task's ``task_id`` (the task dict's, else its position) and ``task_rows`` (how many rows
+    that task gives in all, fused pool only, else -1), so the driver knows when a task, and
+    so a source, is complete. ``stage_classes`` may replace the ``detect`` or ``score``
+    stage class (same contract).
     """
     import ray
 
@@ -219,9 +226,15 @@ def build_dataset(
 
     # Tasks carry a list of sources; Ray wants rectangular columns, so one row per task with
     # the source list joined (no path contains a NUL byte).
-    rows = [{**t, "source": "\x00".join(t["source"])} for t in tasks]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    rows = [
+        {**t, "task_id": int(t.get("task_id", i)), "source": "\x00".join(t["source"])}
+        for i, t in enumerate(tasks)
+    ]
+    # One task per block streams best (a map task's small outputs are merged into one block
+    # until it ends), but a million one-row blocks cost the driver: at most _MAX_BLOCKS.
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), _MAX_BLOCKS)))
     classes = {"detect": DetectStage, "score": ScoreStage, **(stage_classes or {})}
+    emit = {"cfg": cfg.threshold, "staging": staging, "reid": reid}
     if cfg.ray.fuse:
         args = dict(res["worker"])
         actors = max(1, min(args.pop("actors"), len(rows)))  # no idle workers to start
@@ -239,9 +252,9 @@ def build_dataset(
             fn_constructor_kwargs={
                 "detect": (classes["detect"], detect_cfg),
                 "score": (classes["score"], score_cfg),
-                "threshold": cfg.threshold,
-                "keep_crops": keep_crops,
+                "emit": emit,
                 "threads": threads,
+                "frames_per_call": res["detect"]["batch_size"],
             },
             compute=pool,
             **args,
@@ -254,24 +267,27 @@ def build_dataset(
         args = dict(res[name])
         pool = ray.data.ActorPoolStrategy(size=args.pop("actors"))
         ds = ds.map_batches(stage, fn_constructor_kwargs={"cfg": stage_cfg}, compute=pool, **args)
-    ds = ds.map_batches(
-        _threshold, fn_kwargs={"cfg": cfg.threshold, "keep_crops": keep_crops}, **res["threshold"]
-    )
+    ds = ds.map_batches(_emit, fn_kwargs=emit, **res["threshold"])
     return ds
 
 
+_MAX_BLOCKS = 4096
+
+
 class FrameWorker:
-    """The fused worker: decode a task, detect and align, score, apply the face rules, in
-    one process. Each stage is still its own class (``workers/``); this only chains them.
-    ``threads``: torch CPU threads for this worker (0: leave as is)."""
+    """The fused worker: decode a task, detect and align, score, apply the face rules and
+    write the passing faces' crops, in one process; only rows leave it. Each stage is still
+    its own class (``workers/``); this only chains them, ``frames_per_call`` frames at a
+    time. ``emit``: the keyword arguments of :func:`_emit`. ``threads``: torch CPU threads
+    for this worker (0: leave as is)."""
 
     def __init__(
         self,
         detect: tuple[type, Any],
         score: tuple[type, Any],
-        threshold: Any,
-        keep_crops: bool,
+        emit: dict[str, Any],
         threads: int = 0,
+        frames_per_call: int = 8,
     ) -> None:
         if threads:
             import torch
@@ -279,16 +295,61 @@ class FrameWorker:
             torch.set_num_threads(threads)
         self.detect = detect[0](detect[1])
         self.score = score[0](score[1])
-        self.threshold_cfg = threshold
-        self.keep_crops = keep_crops
+        self.emit = emit
+        self.frames_per_call = frames_per_call
+        self.recognizer = None
+        if emit.get("reid"):
+            from face_iqa.utility import DlibRecognizer
+
+            self.recognizer = DlibRecognizer()
 
     def __call__(self, batch: dict) -> dict:
-        faces = self.detect(_decode_rows(batch))
-        return _threshold(self.score(faces), self.threshold_cfg, self.keep_crops)
+        import numpy as np
+
+        from workers.decode import iter_frame_batches, task_of
+
+        if len(batch["kind"]) != 1:  # batch_size is 1: one task a call
+            raise ValueError(f"FrameWorker takes one task a call, got {len(batch['kind'])}")
+        batch = dict(batch)
+        batch["source"] = np.array([str(batch["source"][0]).split("\x00")], dtype=object)
+        tid = int(np.asarray(batch.pop("task_id"))[0])
+        # a few frames at a time: a chunk of 1080p frames held whole costs hundreds of MB
+        parts = [
+            _emit(self.score(self.detect(frames)), recognizer=self.recognizer, **self.emit)
+            for frames in iter_frame_batches(task_of(batch, 0), self.frames_per_call)
+        ]
+        out = parts[0] if len(parts) == 1 else _concat(parts)
+        n = len(out["source"])
+        out["task_id"] = np.full(n, tid, np.int64)
+        out["task_rows"] = np.full(n, n, np.int64)
+        return out
+
+
+def _concat(parts: list[dict]) -> dict:
+    """Concatenate batches with the same columns (rows of one task, in order)."""
+    import numpy as np
+
+    out = {}
+    for k in parts[0]:
+        cols = [np.asarray(p[k]) for p in parts]
+        if any(c.dtype == object for c in cols) and not all(c.dtype == object for c in cols):
+            cols = [c.astype(object) if c.ndim == 1 else _as_objects(c) for c in cols]
+        out[k] = np.concatenate(cols)
+    return out
+
+
+def _as_objects(a):
+    import numpy as np
+
+    o = np.empty(len(a), dtype=object)
+    for i in range(len(a)):
+        o[i] = a[i]
+    return o
 
 
 def _decode_rows(batch: dict) -> dict:
-    """Ray adapter: split the joined source lists, then decode."""
+    """Ray adapter: split the joined source lists, then decode (task ids ride along as
+    ``task_id`` on every frame when the batch holds one task)."""
     import numpy as np
 
     from workers.decode import DecodeStage
@@ -298,14 +359,59 @@ def _decode_rows(batch: dict) -> dict:
     for i, s in enumerate(batch["source"]):
         srcs[i] = str(s).split("\x00")
     batch["source"] = srcs
-    return DecodeStage()(batch)
+    tids = np.asarray(batch.pop("task_id", np.zeros(0)), np.int64)
+    out = DecodeStage()(batch)
+    if len(tids) == 1:
+        out["task_id"] = np.full(len(out["source"]), tids[0], np.int64)
+    return out
 
 
-def _threshold(batch: dict, cfg: Any, keep_crops: bool) -> dict:
-    """Face rules; the crops leave the stream here unless someone will write them."""
+_recognizers: dict[str, Any] = {}
+
+
+def _emit(
+    batch: dict,
+    cfg: Any,
+    staging: str | None,
+    reid: bool,
+    recognizer: Any = None,
+) -> dict:
+    """The face rules, then what the driver needs of the pixels, computed here: the crops of
+    passing faces written to ``staging``, dlib descriptors with ``reid``. The ``crop``
+    column never leaves the worker. ``task_id`` is carried through, ``task_rows`` set to -1
+    (unknown) unless the caller knows the task's whole output."""
+    import numpy as np
+
+    from face_iqa.schema import STATUS_OK
+    from pipeline.writers import crop_file, write_png
     from workers.threshold import ThresholdStage
 
     out = ThresholdStage(cfg)(batch)
-    if not keep_crops:
-        out.pop("crop", None)
+    crops = out.pop("crop", None)
+    n = len(out["source"])
+    ok = (np.asarray(out["face_index"]) >= 0) & (np.asarray(out["status"]).astype(str) == STATUS_OK)
+    if staging is not None and crops is not None:
+        from pathlib import Path
+
+        for k in np.flatnonzero(np.asarray(out["face_pass"], bool) & ok):
+            name = crop_file(
+                str(out["source"][k]), int(out["frame_index"][k]), int(out["face_index"][k])
+            )
+            write_png(crops[k], Path(staging) / name)
+    if reid:
+        if recognizer is None:  # the per-stage path: one recognizer per process
+            if "dlib" not in _recognizers:
+                from face_iqa.utility import DlibRecognizer
+
+                _recognizers["dlib"] = DlibRecognizer()
+            recognizer = _recognizers["dlib"]
+        desc = np.full((n, 128), np.nan)
+        for k in np.flatnonzero(ok) if crops is not None else []:
+            try:
+                desc[k] = recognizer.image_descriptor(crops[k])
+            except RuntimeError:  # dlib could not place its shape: leave unknown
+                pass
+        out["descriptor"] = desc
+    if "task_id" in out:
+        out["task_rows"] = np.full(n, -1, np.int64)
     return out

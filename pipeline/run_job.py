@@ -6,14 +6,16 @@
   exposure, keep, reason), plus the faceless / failed frame rows;
 - ``crops/`` and ``kept_frames/`` when asked; ``summary.json``.
 
-Sources are processed in waves through the streaming Ray Data graph; each finished source
-is saved under ``.parts/`` (atomically), so ``--resume`` skips finished sources and the final
-tables are the same as those of one clean run.
+All tasks of all sources (image groups, video chunks) go through one streaming Ray Data
+execution; the workers return rows only (they write the crops themselves). The driver
+finishes a source (tracks, decisions, rows) as soon as all its tasks are back, and appends
+finished sources to a few part files under ``.parts/`` (every ``output.flush_sources``
+sources or ``output.flush_seconds``), so ``--resume`` skips them and the final tables are the
+same as those of one clean run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -30,7 +32,7 @@ import pandas as pd
 from face_iqa.schema import STATUS_ERROR, STATUS_OK
 from pipeline.config import Config, to_dict
 from pipeline.inputs import discover_sources
-from pipeline.writers import check_writable_dir, write_parquet, write_png
+from pipeline.writers import check_writable_dir, crop_file, source_key, write_parquet, write_png
 from workers.threshold import FRAME_COLUMNS, ThresholdStage
 from workers.track import TrackStage
 
@@ -57,16 +59,6 @@ FACE_COLUMNS_OUT = [
 _TIMINGS = ("decode_s", "detect_s", "align_s", "score_s")
 
 
-def _source_key(source: str) -> str:
-    return hashlib.sha1(source.encode()).hexdigest()[:16]
-
-
-def _crop_file(source: str, frame_index: int, face_index: int) -> str:
-    """Crop file name: derived from a hash and numbers only, so no input name can steer it
-    outside the output folder."""
-    return f"{Path(source).stem[:40]}-{_source_key(source)[:8]}_f{frame_index:06d}_{face_index:02d}.png"
-
-
 def _safe_stem(source: str) -> str:
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(source).stem)
     return stem[:40] or "source"
@@ -89,12 +81,16 @@ def _batch_to_frame(batch: dict[str, np.ndarray]) -> pd.DataFrame:
         "error",
         "face_pass",
         "face_reason",
+        "task_id",
+        "task_rows",
         *_TIMINGS,
     ]:
         if c in batch:
             cols[c] = np.asarray(batch[c])
     cols["box"] = [b.tolist() if k else None for b, k in zip(batch["box"], ok)]
     cols["landmarks"] = [m.tolist() if k else None for m, k in zip(batch["landmarks"], ok)]
+    if "descriptor" in batch:
+        cols["descriptor"] = list(np.asarray(batch["descriptor"], np.float64))
     return pd.DataFrame(cols)
 
 
@@ -152,7 +148,7 @@ def _write_kept_frames(frames: pd.DataFrame, out: Path) -> None:
 
     kept = frames[frames["keep"]]
     for source, g in kept.groupby("source", sort=False):
-        stem = f"{_safe_stem(source)}-{_source_key(source)[:8]}"
+        stem = f"{_safe_stem(source)}-{source_key(source)[:8]}"
         wanted = set(int(i) for i in g["frame_index"])
         if not is_video(source):
             try:
@@ -180,17 +176,20 @@ def run(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     stage_classes: dict[str, type] | None = None,
+    console: TextIO | None = None,
 ) -> pd.DataFrame:
     """Run the main job; returns the frame table (also written to ``out/frames.parquet``).
 
     Fails before any work on a missing input, an unwritable ``out`` or a bad checkpoint.
-    ``stage_classes`` may swap in your own ``detect``/``score`` stage classes.
+    ``stage_classes`` may swap in your own ``detect``/``score`` stage classes. The progress
+    bar and ``log`` messages go to ``console`` (default: ``sys.stderr``).
     """
     from face_iqa.checkpoint import build_model, file_sha256
     from face_iqa.scorer import default_checkpoint
 
     cfg = cfg or Config()
-    log = log or (lambda m: print(m, file=sys.stderr))
+    console = console or sys.stderr
+    log = log or (lambda m: print(m, file=console, flush=True))
     t_start = time.perf_counter()
     sources = [str(p) for p in discover_sources(list(inputs))]
     out = check_writable_dir(out)
@@ -199,113 +198,54 @@ def run(
     parts = out / ".parts"
     if parts.exists() and not resume:
         shutil.rmtree(parts)
-    parts.mkdir(exist_ok=True)
+    store = _PartStore(parts)
     staging = parts / "crops_staging"
-
-    done = {s for s in sources if (parts / f"{_source_key(s)}.frames.parquet").is_file()}
+    done = store.finished & set(sources)
     todo = [s for s in sources if s not in done]
     if resume and done:
         log(f"resume: {len(done)} of {len(sources)} sources already finished")
 
-    from pipeline.graph import build_dataset, init_ray, task_split
-    from workers.decode import make_tasks
-
-    stage = ThresholdStage(cfg.threshold)
-    tracker = TrackStage(cfg.track)
-    recognizer = None
-    if cfg.track.reid:
-        from face_iqa.utility import DlibRecognizer
-
-        recognizer = DlibRecognizer()
-    per_track_crops = cfg.threshold.policy == "best_per_track"
-    timings = defaultdict(float)
+    finisher = _Finisher(cfg, out, staging, store)
     stream = _StreamClock(t_start)
-    split = (1, 1)
+    bar = _Progress(len(todo), console) if progress and todo else None
     if todo:
-        init_ray(cfg.ray)
-        split = task_split(cfg)
-    wave = cfg.output.wave_sources
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
+        from pipeline.graph import build_dataset, init_ray, task_split
+        from workers.decode import make_tasks
 
-        bar = tqdm(total=len(todo), unit="source", file=sys.stderr, desc="faceiqa run")
-    for w in range(0, len(todo), wave):
-        wave_sources = todo[w : w + wave]
-        tasks = make_tasks([Path(s) for s in wave_sources], cfg.decode, *split)
+        init_ray(cfg.ray)
+        tasks = make_tasks([Path(s) for s in todo], cfg.decode, *task_split(cfg))
+        for i, t in enumerate(tasks):
+            t["task_id"] = i
         ds = build_dataset(
             tasks,
             cfg,
-            keep_crops=cfg.output.crops or recognizer is not None,
+            staging=str(staging) if cfg.output.crops else None,
+            reid=cfg.track.reid,
             stage_classes=stage_classes,
         )
-        per_source: dict[str, list[pd.DataFrame]] = defaultdict(list)
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            stream.add(batch)
-            df = _batch_to_frame(batch)
-            if recognizer is not None:  # descriptors for re-linking tracks
-                t0 = time.perf_counter()
-                df["descriptor"] = _descriptors(recognizer, batch)
-                timings["reid_s"] += time.perf_counter() - t0
-            for src, g in df.groupby("source", sort=False):
-                per_source[str(src)].append(g)
-            if cfg.output.crops:
-                for k in np.flatnonzero(np.asarray(batch["face_pass"], bool)):
-                    src = str(batch["source"][k])
-                    name = _crop_file(
-                        src, int(batch["frame_index"][k]), int(batch["face_index"][k])
-                    )
-                    write_png(batch["crop"][k], staging / _source_key(src) / name)
-        t_finish = time.perf_counter()
-        for src in wave_sources:
-            faces = (
-                pd.concat(per_source[src], ignore_index=True)
-                if per_source.get(src)
-                else _missing_rows(src)
-            )
-            for t in _TIMINGS:
-                timings[t] += float(faces[t].sum()) if t in faces else 0.0
-            faces = faces.sort_values(["frame_index", "face_index"], kind="stable")
-            faces = faces.reset_index(drop=True)
-            faces["track_id"] = tracker({c: faces[c].to_numpy() for c in faces.columns})["track_id"]
-            faces, frames = stage.decide(faces)
-            key = _source_key(src)
-            if cfg.output.crops:
-                src_stage = staging / key
-                for _, r in faces[faces["keep"]].iterrows():
-                    name = _crop_file(src, int(r["frame_index"]), int(r["face_index"]))
-                    dest = out / "crops"
-                    if per_track_crops:
-                        dest = dest / str(r["track_id"])
-                    if (src_stage / name).is_file():
-                        dest.mkdir(parents=True, exist_ok=True)
-                        os.replace(src_stage / name, dest / name)
-                shutil.rmtree(src_stage, ignore_errors=True)
-            write_parquet(
-                faces[[c for c in FACE_COLUMNS_OUT if c in faces]], parts / f"{key}.faces.parquet"
-            )
-            write_parquet(_track_table(faces), parts / f"{key}.tracks.parquet")
-            # the frames part is written last: its presence marks the source as finished
-            write_parquet(frames, parts / f"{key}.frames.parquet")
-        timings["finish_s"] += time.perf_counter() - t_finish
-        if bar is not None:
-            bar.update(len(wave_sources))
-    if bar is not None:
-        bar.close()
+        pending = _Pending(tasks)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                stream.add(batch)
+                ready = pending.add(_batch_to_frame(batch))
+                if ready:
+                    n_frames = finisher.finish(ready)
+                    if bar is not None:
+                        bar.update(len(ready), n_frames)
+            rest = pending.drain()  # the stream is over: whatever is left is complete
+            if rest:
+                n_frames = finisher.finish(rest)
+                if bar is not None:
+                    bar.update(len(rest), n_frames)
+        finally:
+            store.flush()  # an interruption keeps what was finished
+            if bar is not None:
+                bar.close()
+    shutil.rmtree(staging, ignore_errors=True)  # what is left was not kept
+    timings = finisher.timings
 
     t_write = time.perf_counter()
-    faces_all, frames_all, tracks_all = [], [], []
-    for s in sources:
-        key = _source_key(s)
-        faces_all.append(pd.read_parquet(parts / f"{key}.faces.parquet"))
-        frames_all.append(pd.read_parquet(parts / f"{key}.frames.parquet"))
-        if (parts / f"{key}.tracks.parquet").is_file():
-            tracks_all.append(pd.read_parquet(parts / f"{key}.tracks.parquet"))
-    faces_t = pd.concat(faces_all, ignore_index=True)
-    frames_t = pd.concat(frames_all, ignore_index=True)[FRAME_COLUMNS]
-    tracks_t = (
-        pd.concat(tracks_all, ignore_index=True) if tracks_all else _track_table(faces_t.iloc[:0])
-    )
+    faces_t, frames_t, tracks_t = store.read(sources)
     write_parquet(faces_t, out / "faces.parquet")
     write_parquet(tracks_t, out / "tracks.parquet")
     write_parquet(frames_t, out / "frames.parquet")
@@ -337,6 +277,7 @@ def run(
             "wall": round(time.perf_counter() - t_start, 3),
         },
         "stream": stream.summary(),
+        "parts": store.n_files(),
         "config": to_dict(cfg),
         "model": {"checkpoint": str(ckpt), "sha256": file_sha256(ckpt)},
         "versions": _versions(),
@@ -347,6 +288,201 @@ def run(
     os.replace(tmp, out / "summary.json")
     # .parts/ stays: it is the state --resume reads (small: no pixels)
     return frames_t
+
+
+class _Pending:
+    """The rows of unfinished sources, and which sources a batch of rows completes.
+
+    A task is complete when its ``task_rows`` rows have come back (the fused workers say
+    how many rows each task gives); a source when all its tasks are. Rows without that
+    count (the per-stage graph) complete their sources when the stream ends."""
+
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        self.task_sources = {int(t["task_id"]): list(t["source"]) for t in tasks}
+        self.tasks_left: dict[str, int] = defaultdict(int)
+        for srcs in self.task_sources.values():
+            for s in srcs:
+                self.tasks_left[s] += 1
+        self.order = list(dict.fromkeys(s for t in tasks for s in t["source"]))
+        self.seen: dict[int, int] = defaultdict(int)
+        self.rows: dict[str, list[pd.DataFrame]] = defaultdict(list)
+
+    def add(self, df: pd.DataFrame) -> list[tuple[str, pd.DataFrame | None]]:
+        """Keep ``df``'s rows; return the sources it completes, with all their rows."""
+        for src, g in df.groupby("source", sort=False):
+            self.rows[str(src)].append(g)
+        if "task_id" not in df or "task_rows" not in df or len(df) == 0:
+            return []
+        ready = []
+        tid = df["task_id"].to_numpy(np.int64)
+        want = df["task_rows"].to_numpy(np.int64)
+        ids, first, counts = np.unique(tid, return_index=True, return_counts=True)
+        for t, k, c in zip(ids.tolist(), first.tolist(), counts.tolist()):
+            self.seen[t] += c
+            if want[k] < 0 or self.seen[t] != want[k] or t not in self.task_sources:
+                continue
+            for s in self.task_sources.pop(t):
+                self.tasks_left[s] -= 1
+                if self.tasks_left[s] == 0:
+                    del self.tasks_left[s]
+                    ready.append((s, self._take(s)))
+        return ready
+
+    def drain(self) -> list[tuple[str, pd.DataFrame | None]]:
+        """Every source not finished yet, in input order."""
+        left = [s for s in self.order if s in self.tasks_left]
+        self.tasks_left.clear()
+        return [(s, self._take(s)) for s in left]
+
+    def _take(self, src: str) -> pd.DataFrame | None:
+        g = self.rows.pop(src, None)
+        return pd.concat(g, ignore_index=True) if g else None
+
+
+class _Finisher:
+    """Finish whole sources on the driver: tracks, the frame rule and policies, the kept
+    faces' crops moved into ``crops/`` (the others deleted), rows handed to the store."""
+
+    def __init__(self, cfg: Config, out: Path, staging: Path, store: _PartStore) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.staging = staging
+        self.store = store
+        self.stage = ThresholdStage(cfg.threshold)
+        self.tracker = TrackStage(cfg.track)
+        self.timings: dict[str, float] = defaultdict(float)
+        self.t_flush = time.perf_counter()
+
+    def finish(self, ready: list[tuple[str, pd.DataFrame | None]]) -> int:
+        """Finish these sources; returns their number of frames."""
+        t0 = time.perf_counter()
+        tracked = []
+        for src, faces in ready:
+            if faces is None:
+                faces = _missing_rows(src)
+            for t in _TIMINGS:
+                self.timings[t] += float(faces[t].sum()) if t in faces else 0.0
+            keys = ["frame_index", "face_index"] + (["task_id"] if "task_id" in faces else [])
+            faces = faces.sort_values(keys, kind="stable").reset_index(drop=True)
+            faces["track_id"] = self.tracker({c: faces[c].to_numpy() for c in faces.columns})[
+                "track_id"
+            ]
+            tracked.append(faces)
+        faces = tracked[0] if len(tracked) == 1 else pd.concat(tracked, ignore_index=True)
+        faces, frames = self.stage.decide(faces)  # per source: sources do not mix
+        if self.cfg.output.crops:
+            self._place_crops(faces)
+        self.store.add(faces[[c for c in FACE_COLUMNS_OUT if c in faces]], frames, len(ready))
+        o = self.cfg.output
+        if (
+            self.store.buffered >= o.flush_sources
+            or time.perf_counter() - self.t_flush >= o.flush_seconds
+        ):
+            self.store.flush()
+            self.t_flush = time.perf_counter()
+        self.timings["finish_s"] += time.perf_counter() - t0
+        return len(frames)
+
+    def _place_crops(self, faces: pd.DataFrame) -> None:
+        """The workers staged the crops of faces that pass the face rules; keep those kept."""
+        cand = faces[faces["face_pass"].astype(bool) & (faces["face_index"] >= 0)]
+        per_track = self.cfg.threshold.policy == "best_per_track"
+        for src, fi, k, keep, tid in zip(
+            cand["source"], cand["frame_index"], cand["face_index"], cand["keep"], cand["track_id"]
+        ):
+            staged = self.staging / crop_file(str(src), int(fi), int(k))
+            if not keep:
+                staged.unlink(missing_ok=True)
+                continue
+            dest = self.out / "crops"
+            if per_track:
+                dest = dest / str(tid)
+            if staged.is_file():
+                dest.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, dest / staged.name)
+
+
+class _PartStore:
+    """Finished sources under ``.parts/``, in a few numbered parts: each flush appends
+    ``part-NNNNN.faces.parquet`` and then ``part-NNNNN.frames.parquet`` (the frames file
+    marks the part complete; a faces file without it, from an interrupted flush, is
+    removed and its sources redone). Track tables are derived from the faces."""
+
+    def __init__(self, parts: Path) -> None:
+        self.dir = parts
+        parts.mkdir(parents=True, exist_ok=True)
+        self.finished: set[str] = set()
+        self.next = 0
+        done = sorted(parts.glob("part-*.frames.parquet"))
+        for f in done:
+            self.finished |= set(pd.read_parquet(f, columns=["source"])["source"].astype(str))
+            self.next = max(self.next, int(f.name.split(".")[0].split("-")[1]) + 1)
+        keep = {f.name.split(".")[0] for f in done}
+        for f in parts.glob("part-*.parquet"):
+            if f.name.split(".")[0] not in keep:
+                f.unlink()
+        self._faces: list[pd.DataFrame] = []
+        self._frames: list[pd.DataFrame] = []
+        self.buffered = 0
+
+    def add(self, faces: pd.DataFrame, frames: pd.DataFrame, n: int) -> None:
+        self._faces.append(faces)
+        self._frames.append(frames)
+        self.buffered += n
+
+    def flush(self) -> None:
+        if not self.buffered:
+            return
+        stem = f"part-{self.next:05d}"
+        write_parquet(pd.concat(self._faces, ignore_index=True), self.dir / f"{stem}.faces.parquet")
+        frames = pd.concat(self._frames, ignore_index=True)
+        write_parquet(frames, self.dir / f"{stem}.frames.parquet")  # last: marks it complete
+        self.finished |= set(frames["source"].astype(str))
+        self.next += 1
+        self._faces, self._frames, self.buffered = [], [], 0
+
+    def n_files(self) -> int:
+        return len(list(self.dir.glob("part-*.parquet")))
+
+    def read(self, sources: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """``(faces, frames, tracks)`` of ``sources``, in their order (each source's rows in
+        the order they were finished), whichever part holds them."""
+        pos = {s: i for i, s in enumerate(sources)}
+
+        def in_order(df: pd.DataFrame) -> pd.DataFrame:
+            key = df["source"].astype(str).map(pos)
+            df = df[key.notna().to_numpy()]  # parts of sources not asked for this time
+            order = np.argsort(key.dropna().to_numpy(np.int64), kind="stable")
+            return df.iloc[order].reset_index(drop=True)
+
+        def load(kind: str) -> pd.DataFrame:
+            tables = [pd.read_parquet(f) for f in sorted(self.dir.glob(f"part-*.{kind}.parquet"))]
+            tables = [t for t in tables if len(t)]
+            return in_order(pd.concat(tables, ignore_index=True))
+
+        faces, frames = load("faces"), load("frames")
+        return faces, frames[FRAME_COLUMNS], in_order(_track_table(faces))
+
+
+class _Progress:
+    """The run's progress bar: sources finished, and frames with their rate."""
+
+    def __init__(self, total: int, file: TextIO) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="source", file=file, desc="faceiqa run", smoothing=0.1)
+        self.frames = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, sources: int, frames: int) -> None:
+        self.frames += frames
+        dt = time.perf_counter() - self.t0
+        rate = f", {self.frames / dt:.1f} frames/s" if dt > 0 else ""
+        self.bar.set_postfix_str(f"{self.frames:,} frames{rate}", refresh=False)
+        self.bar.update(sources)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 class _StreamClock:
@@ -377,20 +513,6 @@ class _StreamClock:
             "frames_after_first": after,
             "fps_after_first": round(after / span, 2) if span > 0 and after else None,
         }
-
-
-def _descriptors(recognizer: Any, batch: dict[str, np.ndarray]) -> list:
-    """dlib descriptors of the batch's face crops (NaN rows for non-faces / failures)."""
-    out = []
-    for k in range(len(batch["source"])):
-        d = np.full(128, np.nan)
-        if int(batch["face_index"][k]) >= 0 and str(batch["status"][k]) == STATUS_OK:
-            try:
-                d = recognizer.image_descriptor(batch["crop"][k])
-            except RuntimeError:  # dlib could not place its shape: leave unknown
-                pass
-        out.append(d)
-    return out
 
 
 TRACK_COLUMNS = [

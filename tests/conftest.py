@@ -41,14 +41,20 @@ def detector():
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
-    """A Lite0 HyperIQA with ImageNet backbone and a random head: plumbing, not quality."""
+    """A Lite0 HyperIQA with ImageNet backbone and a random head: plumbing, not quality. Its
+    card admits any score (a random head is not on the 0-100 scale, and clipping it there
+    would flatten most scores to 0)."""
     import torch
 
     from face_iqa.checkpoint import ModelCard, init_backbone_imagenet, save_checkpoint
     from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
 
     torch.manual_seed(0)
-    card = ModelCard(arch=HyperIQAConfig.for_backbone("efficientnet_lite0"), trained_on="random")
+    card = ModelCard(
+        arch=HyperIQAConfig.for_backbone("efficientnet_lite0"),
+        trained_on="random",
+        score_range=(-1e6, 1e6),
+    )
     model = init_backbone_imagenet(HyperIQA(card.arch))
     return save_checkpoint(model, card, tmp_path_factory.mktemp("tiny") / "tiny.pt")
 

@@ -218,3 +218,24 @@ def test_eval_recognition_from_a_pairs_file(edc_run, tmp_path):
     assert len(table) == 20 and (table.drop(columns="discarded").to_numpy() <= 1).all()
     faces = pd.read_parquet(tmp_path / "out" / "faces.parquet")
     assert not faces.loc[faces["path"].str.endswith("blank.png"), "ok"].any()
+
+
+def test_threshold_table_on_a_constructed_set():
+    """What a min_quality means: kept shares and the FNMR of the pairs left, by hand."""
+    from face_iqa.recognition_eval import pairs_from_identities, threshold_table
+
+    faces = pd.DataFrame(
+        {
+            "path": ["a1", "a2", "a3", "b1"],
+            "ok": True,
+            "hyperiqa": [80.0, 60.0, 30.0, 90.0],
+            "descriptor": [np.array([x]) for x in (0.0, 0.1, 1.0, 5.0)],
+        }
+    )
+    pairs = pairs_from_identities(pd.DataFrame({"path": faces["path"], "identity": list("AAAB")}))
+    t = threshold_table(faces, pairs, threshold=0.5, levels=(35.0, 70.0)).set_index("min_quality")
+    # genuine pairs: a1-a2 (0.1, match), a1-a3 (1.0) and a2-a3 (0.9) fail; a3 scores 30
+    assert t.loc[0.0, "fnmr"] == pytest.approx(2 / 3) and t.loc[0.0, "faces_kept"] == 1.0
+    assert t.loc[35.0, "fnmr"] == 0.0 and t.loc[35.0, "genuine_pairs_kept"] == pytest.approx(1 / 3)
+    assert t.loc[35.0, "faces_kept"] == 0.75
+    assert np.isnan(t.loc[70.0, "fnmr"]) and t.loc[70.0, "faces_kept"] == 0.5

@@ -39,7 +39,9 @@ def _compare(frames: np.ndarray, nets, fast, what: str) -> int:
 
 @pytest.fixture(scope="module")
 def fast():
-    return build_detector(DetectorConfig(device="cpu", backend="fast", batch_size=8))
+    return build_detector(
+        DetectorConfig(device="cpu", backend="fast", batch_size=8, cpu_batch_size=8)
+    )
 
 
 def test_parity_on_every_shared_image(nets, fast, faces_csv):

@@ -1,6 +1,7 @@
 """The main job on real videos and images, through a real Ray instance."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -87,7 +88,9 @@ def test_tracks_are_the_same_alone_and_with_other_sources(video_run, tmp_path):
 
     together, alone = tracks(out), tracks(tmp_path / "alone")
     assert len(alone) >= 5  # a crowd: several people tracked
-    pd.testing.assert_frame_equal(together, alone)
+    # same tracks; best_quality to float noise (a face's score moves by ~1e-5 with the other
+    # faces of its scorer pass, and the video is cut into other chunks when alone)
+    pd.testing.assert_frame_equal(together, alone, check_exact=False, rtol=0, atol=1e-4)
     pd.testing.assert_series_equal(face_tracks(out), face_tracks(tmp_path / "alone"))
     # every face of a track is in faces.parquet with that track id
     f = pd.read_parquet(out / "faces.parquet")
@@ -235,40 +238,143 @@ def test_missing_input_and_bad_config_fail_before_work(tmp_path, capsys):
     assert not (tmp_path / "o" / "frames.parquet").exists()
 
 
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """200 small photos made from the shared images (seeded random crops)."""
+    from bench.photos import make_photos
+
+    folder = tmp_path_factory.mktemp("photos")
+    make_photos(200, folder, seed=3, side=160, images=shared_path("images"))
+    return folder
+
+
+@pytest.mark.slow
 def test_resume_after_interruption_equals_clean_run(
-    ray_local, tiny_checkpoint, tmp_path, monkeypatch
+    ray_local, tiny_checkpoint, tmp_path, photo_folder, monkeypatch
 ):
-    import pipeline.graph as graph
-
-    inputs = [
-        str(shared_path("images", n))
-        for n in ("obama-240p.jpg", "two_people.jpg", "obama_small.jpg")
-    ]
-    cfg = _cfg(tiny_checkpoint, "output.wave_sources=1", "threshold.min_quality=-1000")
-    clean = run(inputs, tmp_path / "clean", cfg, progress=False)
-
-    real = graph.build_dataset
-    calls = {"n": 0}
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # Ctrl-C during the second wave
-        return real(*a, **k)
-
-    monkeypatch.setattr(graph, "build_dataset", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        run(inputs, tmp_path / "resumed", cfg, progress=False)
-    assert not (tmp_path / "resumed" / "frames.parquet").exists()
-    monkeypatch.setattr(graph, "build_dataset", real)
-    resumed = run(inputs, tmp_path / "resumed", cfg, resume=True, progress=False)
-    pd.testing.assert_frame_equal(clean, resumed)
-    a = pd.read_parquet(tmp_path / "clean" / "faces.parquet")
-    b = pd.read_parquet(tmp_path / "resumed" / "faces.parquet")
-    pd.testing.assert_frame_equal(a, b)
+    """One execution for a 200-photo folder: a few part files; interrupted (Ctrl-C) after
+    about half of it was saved, ``--resume`` skips the saved sources and gives exactly the
+    tables of one clean run."""
     import json
 
-    assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_sources"] == 1
+    import pipeline.run_job as rj
+
+    cfg = _cfg(tiny_checkpoint, "threshold.min_quality=-1000")
+    clean = run([str(photo_folder)], tmp_path / "clean", cfg, progress=False)
+    assert len(clean) == 200
+    # one flush of the default 500 sources: faces and frames parts, no files per source
+    assert sorted(p.name for p in (tmp_path / "clean" / ".parts").iterdir()) == [
+        "part-00000.faces.parquet",
+        "part-00000.frames.parquet",
+    ]
+
+    cfg_small = _cfg(tiny_checkpoint, "threshold.min_quality=-1000", "output.flush_sources=30")
+    real = rj._Finisher.finish
+    seen = {"n": 0}
+
+    def interrupted(self, ready):
+        if seen["n"] >= 100:
+            raise KeyboardInterrupt  # Ctrl-C once about half the folder is finished
+        seen["n"] += len(ready)
+        return real(self, ready)
+
+    monkeypatch.setattr(rj._Finisher, "finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run([str(photo_folder)], tmp_path / "resumed", cfg_small, progress=False)
+    out = tmp_path / "resumed"
+    assert not (out / "frames.parquet").exists()
+    saved = pd.concat(pd.read_parquet(f) for f in (out / ".parts").glob("part-*.frames.parquet"))
+    assert 90 <= saved["source"].nunique() < 200
+    monkeypatch.setattr(rj._Finisher, "finish", real)
+    resumed = run([str(photo_folder)], out, cfg, resume=True, progress=False)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["resumed_sources"] == saved["source"].nunique()
+    pd.testing.assert_frame_equal(clean, resumed)
+    for name in ("faces.parquet", "tracks.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "clean" / name), pd.read_parquet(out / name)
+        )
+
+
+class _Recording:
+    """A dataset stand-in that records every batch the driver's iterator hands over."""
+
+    def __init__(self, ds, seen):
+        self.ds, self.seen = ds, seen
+
+    def iter_batches(self, **kw):
+        for b in self.ds.iter_batches(**kw):
+            self.seen.append({k: np.asarray(v) for k, v in b.items()})
+            yield b
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crops", [False, True])
+def test_no_pixels_reach_the_driver(ray_local, tiny_checkpoint, tmp_path, monkeypatch, crops):
+    """Frames and crops stay in the workers (they write the crops themselves); the driver's
+    iterator gets rows of a few numbers each."""
+    import pipeline.graph as graph
+
+    seen: list[dict] = []
+    real = graph.build_dataset
+    monkeypatch.setattr(graph, "build_dataset", lambda *a, **k: _Recording(real(*a, **k), seen))
+    inputs = [
+        str(shared_path("images", "two_people.jpg")),
+        str(shared_path("videos", "short_hamilton_clip.mp4")),
+    ]
+    cfg = _cfg(
+        tiny_checkpoint, "threshold.min_quality=-1000", "decode.stride=25", f"output.crops={crops}"
+    )
+    frames = run(inputs, tmp_path / "o", cfg, progress=False)
+    assert seen and sum(len(b["source"]) for b in seen) >= len(frames)
+    for b in seen:
+        assert not {"frame", "crop"} & set(b), sorted(b)
+        for name, col in b.items():
+            assert col.dtype != np.uint8, name
+            per_row = np.asarray(col[0]).size if col.dtype == object else col[0].size
+            assert per_row <= 128, (name, col.shape)  # a box, landmarks, a descriptor at most
+    written = sorted((tmp_path / "o").rglob("*.png"))
+    if crops:  # the workers wrote every kept face's crop; the rest were deleted
+        faces = pd.read_parquet(tmp_path / "o" / "faces.parquet")
+        assert len(written) == int(faces["keep"].sum()) > 3
+        assert not (tmp_path / "o" / ".parts" / "crops_staging").exists()
+    else:
+        assert written == []
+
+
+@pytest.mark.slow
+def test_default_run_prints_only_progress_and_summary(tiny_checkpoint, tmp_path):
+    """A default ``faceiqa run`` (its own Ray): stderr holds the progress bar alone (Ray's
+    warnings and log lines went to run.log), stdout the summary."""
+    exe = Path(sys.executable).with_name("faceiqa")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = tmp_path / "o"
+    img = shared_path("images", "two_people.jpg")
+    res = subprocess.run(
+        [
+            str(exe),
+            "run",
+            str(img),
+            "--out",
+            str(out),
+            "--set",
+            f"score.scorer.checkpoint={tiny_checkpoint}",
+            *sum([["--set", s] for s in FAST], []),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in re.split(r"[\r\n]+", res.stderr) if ln.strip()]
+    assert lines, "no progress bar"
+    for ln in lines:
+        assert re.match(r"faceiqa run: +\d+%\|.*\| *\d+/1 \[", ln), ln
+    assert "1/1" in lines[-1] and "frames/s" in lines[-1]
+    assert res.stdout.startswith("1 frames from 1 sources:") and "manifest:" in res.stdout
+    log = (out / "run.log").read_text()
+    assert "WARNING" in log or "core_worker" in log  # Ray did speak, into the log
 
 
 class DyingDetect(DetectStage):

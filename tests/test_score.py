@@ -24,7 +24,7 @@ def crops():
 
 
 def test_scorer_deterministic_and_batch_independent(tiny_ckpt, crops):
-    s = build_scorer(ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", batch_size=2))
+    s = build_scorer(ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", cpu_batch_size=2))
     a = s(crops)
     assert a.dtype == np.float32 and a.shape == (5,)
     np.testing.assert_array_equal(a, s(crops))
@@ -36,7 +36,7 @@ def test_scorer_deterministic_and_batch_independent(tiny_ckpt, crops):
 def test_fixed_shapes_pads_the_pass_not_the_scores(tiny_ckpt, crops):
     """On a GPU each pass is padded to ``batch_size`` faces; the padding changes no score
     and the model only ever sees that shape (forced on here, on the CPU)."""
-    cfg = ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", batch_size=4)
+    cfg = ScorerConfig(checkpoint=str(tiny_ckpt), device="cpu", cpu_batch_size=4)
     plain = build_scorer(cfg)
     assert not plain.pad_shapes  # CPU: off
     padded = build_scorer(cfg)

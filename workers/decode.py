@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "DecodeConfig",
     "DecodeStage",
+    "frame_batch",
     "is_video",
+    "iter_frame_batches",
+    "iter_task_rows",
     "make_tasks",
     "probe_video",
 ]
@@ -184,31 +188,28 @@ def _error_row(src: str, msg: str, frame_index: int = -1, ts: float = np.nan) ->
     }
 
 
-def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
+def _iter_video(task: dict[str, Any]) -> Iterator[dict[str, Any]]:
     src = task["source"][0]
     start, stop, step, fps = task["start"], task["stop"], task["step"], task["fps"]
-    rows: list[dict[str, Any]] = []
     cap = cv2.VideoCapture(src)
     if not cap.isOpened():
         if start == 0:
-            rows.append(
-                _error_row(src, f"{src}: cannot open video (corrupt, truncated or unsupported)")
-            )
-        return rows
+            yield _error_row(src, f"{src}: cannot open video (corrupt, truncated or unsupported)")
+        return
     try:
         w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         limit = int(task.get("max_pixels") or DEFAULT_MAX_PIXELS)
         if w * h > limit:
             if start == 0:
-                rows.append(
+                yield (
                     _error_row(
                         src,
                         f"{src}: {w}x{h} video frames exceed the limit of {limit:,} pixels "
                         "(decode.max_pixels)",
                     )
                 )
-            return rows
+            return
         reached = start
         if start > 0:
             cap.set(cv2.CAP_PROP_POS_FRAMES, start)
@@ -228,7 +229,7 @@ def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
                 ok, bgr = cap.retrieve()
                 ts = i / fps if fps > 0 else np.nan
                 if ok and bgr is not None:
-                    rows.append(
+                    yield (
                         {
                             "source": src,
                             "frame_index": i,
@@ -239,14 +240,14 @@ def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
                         }
                     )
                 else:
-                    rows.append(_error_row(src, f"{src}: frame {i} could not be decoded", i, ts))
+                    yield _error_row(src, f"{src}: frame {i} could not be decoded", i, ts)
             i += 1
         if start == 0 and i == 0:
-            rows.append(_error_row(src, f"{src}: video has no decodable frames"))
+            yield _error_row(src, f"{src}: video has no decodable frames")
         elif task.get("last") and 0 < (end := i if i >= 0 else reached) < int(task.get("count", 0)):
             # frames the container lists but the decoder never returned (a truncated file,
             # or packets lost to corruption): say so in the manifest rather than drop them
-            rows.append(
+            yield (
                 _error_row(
                     src,
                     f"{src}: the stream ends after {end} frames but the container lists "
@@ -255,27 +256,87 @@ def _decode_video(task: dict[str, Any]) -> list[dict[str, Any]]:
             )
     finally:
         cap.release()
-    return rows
 
 
-def _decode_images(task: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
+def _iter_images(task: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for src in task["source"]:
         try:
             frame, status, error = load_image(src, task.get("max_pixels")), STATUS_OK, ""
         except ImageError as e:
             frame, status, error = None, STATUS_ERROR, str(e)
-        rows.append(
-            {
-                "source": src,
-                "frame_index": 0,
-                "timestamp_s": np.nan,
-                "frame": frame,
-                "status": status,
-                "error": error,
-            }
-        )
-    return rows
+        yield {
+            "source": src,
+            "frame_index": 0,
+            "timestamp_s": np.nan,
+            "frame": frame,
+            "status": status,
+            "error": error,
+        }
+
+
+def iter_task_rows(task: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The frame rows of one task (a dict of one task row's fields, ``source`` a list), one
+    at a time, so that a worker holds a few frames of a long chunk rather than all of them.
+    A decoder crash ends the task with one error row per source it had not finished."""
+    done: set[str] = set()
+    try:
+        it = _iter_video(task) if task["kind"] == "video" else _iter_images(task)
+        for row in it:
+            if task["kind"] != "video":
+                done.add(row["source"])
+            yield row
+    except Exception as e:  # noqa: BLE001 - a decoder crash is one error row
+        for s in task["source"]:
+            if s not in done:
+                yield _error_row(s, f"{s}: decoding failed ({e!r})")
+
+
+def frame_batch(rows: list[dict[str, Any]], seconds: float = 0.0) -> dict[str, np.ndarray]:
+    """Frame rows as a batch for ``DetectStage`` (see :class:`DecodeStage`); ``seconds``,
+    the time spent decoding them, is shared out as ``decode_s``."""
+    shapes = {None if r["frame"] is None else r["frame"].shape for r in rows}
+    if len(shapes) == 1 and None not in shapes:
+        # frames of one size (a video chunk): one (N, H, W, 3) array, which Ray Data
+        # stores as a tensor column without per-frame conversion
+        frames = np.stack([r["frame"] for r in rows])
+    else:
+        frames = np.empty(len(rows), dtype=object)
+        for j, r in enumerate(rows):
+            # an empty image stands in for a missing frame: a column of uint8 arrays
+            # only travels through Ray as a (ragged) tensor column
+            frames[j] = r["frame"] if r["frame"] is not None else _NO_FRAME
+    return {
+        "source": np.array([r["source"] for r in rows], dtype=object).astype(str),
+        "frame_index": np.array([r["frame_index"] for r in rows], np.int64),
+        "timestamp_s": np.array([r["timestamp_s"] for r in rows], np.float64),
+        "frame": frames,
+        "status": np.array([r["status"] for r in rows], dtype=object).astype(str),
+        "error": np.array([r["error"] for r in rows], dtype=object).astype(str),
+        "decode_s": np.full(len(rows), seconds / max(len(rows), 1)),
+    }
+
+
+def iter_frame_batches(task: dict[str, Any], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """One task's frames as batches of at most ``size`` frames, decoded as they are asked
+    for (at least one batch, possibly empty)."""
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    sent = False
+    for row in iter_task_rows(task):
+        rows.append(row)
+        if len(rows) >= size:
+            yield frame_batch(rows, time.perf_counter() - t0)
+            sent, rows = True, []
+            t0 = time.perf_counter()
+    if rows or not sent:
+        yield frame_batch(rows, time.perf_counter() - t0)
+
+
+def task_of(batch: dict[str, Any], i: int) -> dict[str, Any]:
+    """Row ``i`` of a batch of task rows as a task dict (``source`` a list of str)."""
+    task = {k: batch[k][i] for k in batch}
+    task["source"] = [str(s) for s in task["source"]]
+    return task
 
 
 class DecodeStage:
@@ -289,33 +350,6 @@ class DecodeStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         rows: list[dict[str, Any]] = []
-        n = len(batch["kind"])
-        for i in range(n):
-            task = {k: batch[k][i] for k in batch}
-            task["source"] = [str(s) for s in task["source"]]
-            try:
-                rows += _decode_video(task) if task["kind"] == "video" else _decode_images(task)
-            except Exception as e:  # noqa: BLE001 - a decoder crash is one error row
-                for s in task["source"]:
-                    rows.append(_error_row(s, f"{s}: decoding failed ({e!r})"))
-        shapes = {None if r["frame"] is None else r["frame"].shape for r in rows}
-        if len(shapes) == 1 and None not in shapes:
-            # frames of one size (a video chunk): one (N, H, W, 3) array, which Ray Data
-            # stores as a tensor column without per-frame conversion
-            frames = np.stack([r["frame"] for r in rows])
-        else:
-            frames = np.empty(len(rows), dtype=object)
-            for j, r in enumerate(rows):
-                # an empty image stands in for a missing frame: a column of uint8 arrays
-                # only travels through Ray as a (ragged) tensor column
-                frames[j] = r["frame"] if r["frame"] is not None else _NO_FRAME
-        dt = (time.perf_counter() - t0) / max(len(rows), 1)
-        return {
-            "source": np.array([r["source"] for r in rows], dtype=object).astype(str),
-            "frame_index": np.array([r["frame_index"] for r in rows], np.int64),
-            "timestamp_s": np.array([r["timestamp_s"] for r in rows], np.float64),
-            "frame": frames,
-            "status": np.array([r["status"] for r in rows], dtype=object).astype(str),
-            "error": np.array([r["error"] for r in rows], dtype=object).astype(str),
-            "decode_s": np.full(len(rows), dt),
-        }
+        for i in range(len(batch["kind"])):
+            rows += iter_task_rows(task_of(batch, i))
+        return frame_batch(rows, time.perf_counter() - t0)

@@ -61,6 +61,12 @@ class ScoreStage:
                         if "frame_index" in batch:
                             where += f"frame {batch['frame_index'][i]} "
                         error[i] = f"{where}face: scoring failed ({e!r})"
+        bad = [i for i in ok if status[i] == STATUS_OK and not np.isfinite(quality[i])]
+        for i in bad:  # never an ok face without a real score
+            status[i] = STATUS_ERROR
+            error[i] = (
+                f"{batch['source'][i] if 'source' in batch else ''} face: the model gave no finite score"
+            )
         out["status"] = status.astype(str)
         out["error"] = error.astype(str)
         out["quality"] = quality
