@@ -151,7 +151,7 @@ def threshold_table(
     faces: pd.DataFrame,
     pairs: pd.DataFrame,
     threshold: float,
-    levels: Sequence[float] = (20.0, 35.0, 50.0, 70.0),
+    levels: Sequence[float] = (10.0, 20.0, 35.0, 50.0, 70.0),
     measure: str = "hyperiqa",
 ) -> pd.DataFrame:
     """What a ``min_quality`` means on this set: for each level, the share of described
@@ -197,6 +197,7 @@ _COLOURS = {  # BGR
     "face_size": (30, 160, 30),
     "sharpness": (160, 40, 160),
     "random": (120, 120, 120),
+    "frontalness": (0, 140, 255),
 }
 
 

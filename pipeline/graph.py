@@ -95,8 +95,13 @@ def init_ray(cfg: RayConfig) -> Any:
         # arenas, where the CPU allocator setting (face_iqa/cpu_alloc.py) cannot reach and
         # every call faults its activations in again (detection 1.65x slower there on the
         # 2-core machine). One arena from the start of each worker process avoids that.
+        from face_iqa.cpu_alloc import ONEDNN_CACHE
+
         arenas = os.environ.get("MALLOC_ARENA_MAX", "1")
-        kwargs["runtime_env"] = {"env_vars": {"MALLOC_ARENA_MAX": arenas}}
+        cache = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE)
+        kwargs["runtime_env"] = {
+            "env_vars": {"MALLOC_ARENA_MAX": arenas, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": cache}
+        }
     if address:
         ray.init(address=address, **kwargs)
     else:

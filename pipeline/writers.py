@@ -15,6 +15,7 @@ import pandas as pd
 
 __all__ = ["check_writable_dir", "crop_file", "source_key", "write_parquet", "write_png"]
 
+
 def _file_mode() -> int:
     """``0666`` less the process's umask, read without changing it where Linux shows it
     (setting the umask to read it is not thread-safe)."""

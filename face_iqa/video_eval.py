@@ -1,0 +1,270 @@
+"""Recognition on real footage: does the quality score find the faces a recogniser fails on,
+and does it pick a person's best shot?
+
+Identities come for free: a one-person clip is one identity (``clips.csv``: ``file``,
+``person``), and in a multi-person video each face track is one; two tracks of one video
+that overlap in time are two different people. Faces are sampled at least ``min_gap`` frames
+apart, so that a genuine pair is not two near-identical frames. Genuine pairs: two faces of
+one identity. Impostor pairs: faces of clips of different people, and faces of overlapping
+tracks of one video (faces of tracks that never share a frame may be the same person, and a
+clip's person may appear in a video: neither is paired).
+
+Measures per face: the quality model (``hyperiqa``), MTCNN's probability, face size,
+Laplacian sharpness, ``frontalness`` (from the landmarks: how centred the nose is between
+the eyes and over the mouth, 1 for a frontal face, lower as the head turns), and a random
+order. The EDC is :func:`face_iqa.recognition_eval.edc_table`'s. The best-shot measure: for
+each identity, each measure's best face; a pick "matches" when it matches (descriptor
+distance at most the FMR threshold) most of the identity's other sampled faces. Reported
+beside each measure: a random pick (the share of an identity's faces that would match, on
+average) and the best possible pick (any face matches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from face_iqa.align import align_face, crop_box, landmarks_plausible
+from face_iqa.recognition_eval import sharpness
+
+__all__ = [
+    "VIDEO_MEASURES",
+    "best_shot_table",
+    "frontalness",
+    "sample_video_faces",
+    "video_pairs",
+]
+
+VIDEO_MEASURES = ("hyperiqa", "det_prob", "face_size", "sharpness", "frontalness", "random")
+
+
+def frontalness(landmarks: np.ndarray) -> float:
+    """1 for a frontal face, lower as it turns: one minus the nose's offset from the middle
+    of the eyes and from the middle of the mouth corners, in eye distances (``landmarks``:
+    5x2, left eye, right eye, nose, left and right mouth corner)."""
+    lm = np.asarray(landmarks, np.float64).reshape(5, 2)
+    eyes = lm[1] - lm[0]
+    d = float(np.hypot(*eyes))
+    if d < 1e-6:
+        return 0.0
+    axis = eyes / d  # along the eye line, so roll does not count
+    off_eyes = abs(float(np.dot(lm[2] - (lm[0] + lm[1]) / 2, axis)))
+    off_mouth = abs(float(np.dot(lm[2] - (lm[3] + lm[4]) / 2, axis)))
+    return 1.0 - (off_eyes + off_mouth) / d
+
+
+def sample_video_faces(
+    video: str | Path,
+    detector,
+    min_gap: int,
+    max_faces: int | None = None,
+    tracks: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Faces of ``video`` at least ``min_gap`` frames apart, with their aligned crops.
+
+    Without ``tracks`` (a one-person clip): the largest face of every ``min_gap``-th frame
+    (at most ``max_faces``, spread over the clip). With ``tracks`` (the pipeline's face rows
+    of this video: ``frame_index``, ``box``, ``landmarks``, ``det_prob``, ``track_id``): per
+    track, faces at least ``min_gap`` frames apart (at most ``max_faces`` a track).
+
+    Returns one row per face (``video``, ``frame_index``, ``track_id`` or ``""``, ``box``,
+    ``landmarks``, ``det_prob``, ``face_size``, ``frontalness``, ``sharpness``) and the crops.
+    """
+    cap = cv2.VideoCapture(str(video))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    want: dict[int, list[tuple[str, np.ndarray | None, np.ndarray | None, float]]] = {}
+    if tracks is None:
+        frames = _spread(list(range(0, max(n, 1), max(1, min_gap))), max_faces)
+        want = {i: [("", None, None, np.nan)] for i in frames}
+    else:
+        t = tracks[tracks["track_id"].astype(str) != ""].sort_values("frame_index")
+        for tid, g in t.groupby("track_id"):
+            picks, last = [], -(10**9)
+            for r in g.itertuples():
+                if r.frame_index - last >= min_gap:
+                    picks.append(r)
+                    last = r.frame_index
+            for r in _spread(picks, max_faces):
+                want.setdefault(int(r.frame_index), []).append(
+                    (str(tid), np.asarray(r.box, float), np.asarray(r.landmarks, float), r.det_prob)
+                )
+    rows, crops = [], []
+    i, top = 0, max(want) if want else -1
+    while i <= top and cap.grab():
+        if i in want:
+            ok, bgr = cap.retrieve()
+            if ok:
+                img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                for tid, box, lm, prob in want[i]:
+                    if box is None:  # a clip: detect, take the largest face
+                        det = detector.detect([img])[0]
+                        if len(det) == 0:
+                            continue
+                        sides = np.minimum(
+                            det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1]
+                        )
+                        k = int(np.argmax(sides))
+                        box, lm, prob = det.boxes[k], det.landmarks[k], float(det.probs[k])
+                    if landmarks_plausible(box, lm):
+                        crop = align_face(img, lm, 224)[0]
+                    else:
+                        crop = crop_box(img, box, 224)[0]
+                    rows.append(
+                        {
+                            "video": str(video),
+                            "frame_index": i,
+                            "track_id": tid,
+                            "box": np.asarray(box, float).tolist(),
+                            "landmarks": np.asarray(lm, float).tolist(),
+                            "det_prob": float(prob),
+                            "face_size": float(min(box[2] - box[0], box[3] - box[1])),
+                            "frontalness": frontalness(lm),
+                            "sharpness": sharpness(crop),
+                        }
+                    )
+                    crops.append(crop)
+        i += 1
+    cap.release()
+    return pd.DataFrame(rows), crops
+
+
+def _spread(items: list, k: int | None) -> list:
+    """At most ``k`` of ``items``, evenly spread (all when ``k`` is None)."""
+    if k is None or len(items) <= k:
+        return list(items)
+    step = len(items) / k
+    return [items[int(j * step)] for j in range(k)]
+
+
+def video_pairs(faces: pd.DataFrame, min_gap: int) -> pd.DataFrame:
+    """Genuine and impostor pairs of ``faces`` (``path``, ``identity``, ``video``,
+    ``frame_index``, ``kind``: ``clip`` or ``track``; for tracks ``first``/``last`` frame of
+    the track). Genuine: one identity, at least ``min_gap`` frames apart. Impostor: two
+    clips' faces of different identities, or two tracks of one video whose frame spans
+    overlap. Returns ``a, b, same``."""
+    f = faces.reset_index(drop=True)
+    path = f["path"].to_numpy()
+    ident = f["identity"].astype(str).to_numpy()
+    video = f["video"].astype(str).to_numpy()
+    frame = f["frame_index"].to_numpy(np.int64)
+    kind = f["kind"].astype(str).to_numpy()
+    first = f["first"].to_numpy(np.int64) if "first" in f else frame
+    last = f["last"].to_numpy(np.int64) if "last" in f else frame
+    ia, ib = np.triu_indices(len(f), k=1)
+    same_id = ident[ia] == ident[ib]
+    genuine = same_id & (np.abs(frame[ia] - frame[ib]) >= min_gap)
+    clips = (kind[ia] == "clip") & (kind[ib] == "clip") & ~same_id
+    overlap = (
+        (kind[ia] == "track")
+        & (kind[ib] == "track")
+        & (video[ia] == video[ib])
+        & ~same_id
+        & (first[ia] <= last[ib])
+        & (first[ib] <= last[ia])
+    )
+    keep = genuine | clips | overlap
+    return pd.DataFrame({"a": path[ia[keep]], "b": path[ib[keep]], "same": genuine[keep]})
+
+
+def best_shot_table(
+    faces: pd.DataFrame,
+    pairs: pd.DataFrame,
+    threshold: float,
+    measures: Sequence[str] = VIDEO_MEASURES,
+) -> pd.DataFrame:
+    """Per measure, the share of identities whose best face by that measure matches most of
+    the identity's other faces (descriptor distance <= ``threshold``); plus ``random`` (a
+    random face, expected share) and ``best_possible`` (some face matches). Identities with
+    fewer than two faces in genuine pairs take no part. ``faces`` is indexed by ``path`` with
+    ``identity``, ``descriptor`` and the measures; ``pairs`` as from :func:`video_pairs`.
+
+    Returns one row per measure (then ``random_pick`` and ``best_possible``): ``measure``,
+    ``matched`` (share of identities), ``identities``.
+    """
+    g = pairs[pairs["same"].astype(bool)]
+    ok = {}
+    for ident, grp in faces.groupby("identity"):
+        paths = set(grp.index)
+        gp = g[g["a"].isin(paths) & g["b"].isin(paths)]
+        if gp.empty:
+            continue
+        members = sorted(set(gp["a"]) | set(gp["b"]))
+        desc = np.stack(faces.loc[members, "descriptor"].to_numpy())
+        dist = np.linalg.norm(desc[:, None] - desc[None], axis=2)
+        partner = np.zeros_like(dist, bool)  # which pairs are genuine pairs (min gap)
+        pos = {p: i for i, p in enumerate(members)}
+        for a, b in zip(gp["a"], gp["b"]):
+            partner[pos[a], pos[b]] = partner[pos[b], pos[a]] = True
+        n_partner = partner.sum(1)
+        share = np.where(
+            n_partner > 0, ((dist <= threshold) & partner).sum(1) / np.maximum(n_partner, 1), 0
+        )
+        ok[ident] = (members, share > 0.5)
+    rows = []
+    for m in measures:
+        hits = []
+        for members, success in ok.values():
+            q = faces.loc[members, m].to_numpy(np.float64)
+            hits.append(bool(success[int(np.argmax(q))]))  # ties: the first face
+        rows.append({"measure": m, "matched": float(np.mean(hits)) if hits else np.nan})
+    rows.append(
+        {
+            "measure": "random_pick",
+            "matched": float(np.mean([s.mean() for _, s in ok.values()])) if ok else np.nan,
+        }
+    )
+    rows.append(
+        {
+            "measure": "best_possible",
+            "matched": float(np.mean([s.any() for _, s in ok.values()])) if ok else np.nan,
+        }
+    )
+    out = pd.DataFrame(rows)
+    out["identities"] = len(ok)
+    return out
+
+
+def track_video(video: str | Path, detector, cfg=None, stride: int = 1) -> pd.DataFrame:
+    """Detect faces on every ``stride``-th frame of ``video`` and link them into tracks
+    (:func:`face_iqa.track.track_faces`, the pipeline's tracker). Returns one row per face:
+    ``frame_index``, ``box``, ``landmarks``, ``det_prob``, ``track_id`` (``""`` for faces in
+    no track), with ``first``/``last``, the frame span of the face's track."""
+    from face_iqa.track import track_faces
+
+    cap = cv2.VideoCapture(str(video))
+    rows, pos, k = [], [], 0
+    i = 0
+    while cap.grab():
+        if i % stride == 0:
+            ok, bgr = cap.retrieve()
+            if ok:
+                det = detector.detect([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0]
+                for j in range(len(det)):
+                    rows.append(
+                        {
+                            "frame_index": i,
+                            "box": det.boxes[j].astype(float).tolist(),
+                            "landmarks": det.landmarks[j].astype(float).tolist(),
+                            "det_prob": float(det.probs[j]),
+                        }
+                    )
+                    pos.append(k)
+            k += 1
+        i += 1
+    cap.release()
+    f = pd.DataFrame(rows, columns=["frame_index", "box", "landmarks", "det_prob"])
+    if f.empty:
+        f["track_id"] = pd.Series(dtype=str)
+        f["first"] = f["last"] = pd.Series(dtype=np.int64)
+        return f
+    t = track_faces(np.asarray(pos), np.stack(f["box"]), np.stack(f["landmarks"]), cfg)
+    stem = Path(video).stem
+    f["track_id"] = [f"{stem}-t{x:03d}" if x >= 0 else "" for x in t]
+    span = f[f["track_id"] != ""].groupby("track_id")["frame_index"].agg(["min", "max"])
+    f["first"] = f["track_id"].map(span["min"]).fillna(-1).astype(np.int64)
+    f["last"] = f["track_id"].map(span["max"]).fillna(-1).astype(np.int64)
+    return f
