@@ -37,9 +37,10 @@ class DetectorConfig:
             only; boxes and landmarks are mapped back to full-resolution pixels.
         batch_size: frames per detector call on a GPU (frames of one size only).
         cpu_batch_size: frames per detector call on the CPU. One by default: batching
-            frames there was slower and held more memory (2-core machine, one thread, 16
-            frames of 720p: 4.8 s one at a time against 8.1 s in batches of 8, resident
-            memory 1.05 against 1.50 GiB; 1080p 8.8 against 12.6-14.6 s).
+            frames there was slower and held more memory (``python -m bench.cpu_batches``,
+            one thread, 16 frames of 720p: 3.0 s one at a time against 4.2 s in batches of
+            8, resident memory 0.95 against 1.19 GiB; 1080p 5.5 against 6.5 s, 1.22
+            against 2.14 GiB).
         backend: ``fast`` (batched crops and NMS, :mod:`face_iqa.fast_mtcnn`) or
             ``reference`` (facenet-pytorch's own ``detect_face``). Same weights, same rules.
     """

@@ -58,9 +58,9 @@ class ScorerConfig:
         default face model.
     device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
     batch_size: faces per forward pass on a GPU.
-    cpu_batch_size: faces per forward pass on the CPU: small batches are faster there and
-        hold less memory (one thread, mirror average on: 32 faces/s and 0.93 GiB resident
-        at 8 against 25 faces/s and 1.45 GiB at 64).
+    cpu_batch_size: faces per forward pass on the CPU: small batches are as fast there and
+        hold less memory (``python -m bench.cpu_batches``, one thread, mirror average on,
+        128 faces: 4.6 s and 0.92 GiB resident at 8 against 4.9 s and 1.70 GiB at 64).
     n_crops: test-time crops averaged per face (1: the centre crop; the authors used 25).
     resize: side the face crop is resized to before cropping; ``None`` uses the model's
         input size (so one crop is the whole face).
