@@ -153,11 +153,19 @@ def _run_rate(clip: Path, cfg, tmp: Path, tag: str) -> tuple[int, float]:
     return len(frames), time.perf_counter() - t0
 
 
+def _naive_one(rgb: np.ndarray, ref, scorer) -> None:
+    """The naive loop's work on one frame: facenet-pytorch detect, crop each box, score."""
+    from face_iqa.align import crop_box
+
+    boxes, _ = ref.detect(rgb)
+    if boxes is not None:
+        scorer(np.stack([crop_box(rgb, np.asarray(b, float), 224)[0] for b in boxes]))
+
+
 def _naive_rate(
     device: torch.device, clip: Path, naive_frames: int, ref, scorer
 ) -> tuple[int, float]:
     """The naive loop: per frame, facenet-pytorch detect, crop each box, score the faces."""
-    from face_iqa.align import crop_box
 
     cap = cv2.VideoCapture(str(clip))
     t0 = time.perf_counter()
@@ -166,11 +174,7 @@ def _naive_rate(
         ok, bgr = cap.read()
         if not ok:
             break
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        boxes, _ = ref.detect(rgb)
-        if boxes is not None:
-            crops = np.stack([crop_box(rgb, np.asarray(b, float), 224)[0] for b in boxes])
-            scorer(crops)
+        _naive_one(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), ref, scorer)
         k += 1
     t_naive = time.perf_counter() - t0
     cap.release()
@@ -311,7 +315,6 @@ def photos(
     from facenet_pytorch import MTCNN
 
     from bench.photos import make_photos
-    from face_iqa.align import crop_box
     from face_iqa.images import load_image
     from face_iqa.scorer import build_scorer
     from pipeline.config import load_config
@@ -351,11 +354,7 @@ def photos(
         todo = paths[: naive_n or n]
         t0 = time.perf_counter()
         for p in todo:
-            rgb = load_image(p)
-            boxes, _ = ref.detect(rgb)
-            if boxes is not None:
-                boxes = np.asarray(boxes, float)
-                scorer(np.stack([crop_box(rgb, b, 224)[0] for b in boxes]))
+            _naive_one(load_image(p), ref, scorer)
         t_naive = time.perf_counter() - t0
     r_run, r_score, r_naive = n / t_run, n / t_score, len(todo) / t_naive
     print(
