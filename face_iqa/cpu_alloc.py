@@ -17,7 +17,9 @@ It also caps oneDNN's primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, unle
 oneDNN keeps a compiled convolution for every input shape it has seen, up to 1,024 of
 them, and photos of many sizes make a new pyramid of shapes each; on 1,000 photos of
 assorted sizes one thread's resident memory grew from 0.98 to 1.38 GiB with the default
-and stayed at 1.16-1.21 GiB with a small cache, at the same speed.
+and stayed at 1.16-1.21 GiB with 16 entries, at the same speed. 256 is a compromise
+(R-Net and O-Net see a new batch shape with every candidate count); pipeline workers on
+5,000 photos still reached 1.50-1.54 GiB with it.
 
 It is called when a detector or scorer is built for the CPU; ``FACEIQA_MALLOC_TUNING=0``
 turns it off. The malloc part is a no-op where the C library is not glibc.

@@ -203,10 +203,10 @@ def build_dataset(
     ``job`` is the resolved :class:`pipeline.config.Config`. No pixels leave the workers:
     with ``staging`` (a folder the workers can reach) each worker writes the crops of the
     faces that pass the face rules there, named by :func:`pipeline.writers.crop_file`;
-    with ``reid`` it adds each face's 128-d dlib ``descriptor``. Each row carries its
-    task's ``task_id`` (the task dict's, else its position) and ``task_rows`` (how many rows
-    that task gives in all, fused pool only, else -1), so the driver knows when a task, and
-    so a source, is complete. ``stage_classes`` may replace the ``detect`` or ``score``
+    with ``reid`` it adds each face's 128-d dlib ``descriptor``. With the fused pool each row
+    carries its task's ``task_id`` (the task dict's, else its position) and ``task_rows``
+    (how many rows that task gives in all), so the driver knows when a task, and so a
+    source, is complete; the per-stage graph's rows carry neither. ``stage_classes`` may replace the ``detect`` or ``score``
     stage class (same contract).
     """
     import ray
@@ -334,27 +334,11 @@ def _concat(parts: list[dict]) -> dict:
     """Concatenate batches with the same columns (rows of one task, in order)."""
     import numpy as np
 
-    out = {}
-    for k in parts[0]:
-        cols = [np.asarray(p[k]) for p in parts]
-        if any(c.dtype == object for c in cols) and not all(c.dtype == object for c in cols):
-            cols = [c.astype(object) if c.ndim == 1 else _as_objects(c) for c in cols]
-        out[k] = np.concatenate(cols)
-    return out
-
-
-def _as_objects(a):
-    import numpy as np
-
-    o = np.empty(len(a), dtype=object)
-    for i in range(len(a)):
-        o[i] = a[i]
-    return o
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
 def _decode_rows(batch: dict) -> dict:
-    """Ray adapter: split the joined source lists, then decode (task ids ride along as
-    ``task_id`` on every frame when the batch holds one task)."""
+    """Ray adapter of the per-stage graph: split the joined source lists, then decode."""
     import numpy as np
 
     from workers.decode import DecodeStage
@@ -364,11 +348,7 @@ def _decode_rows(batch: dict) -> dict:
     for i, s in enumerate(batch["source"]):
         srcs[i] = str(s).split("\x00")
     batch["source"] = srcs
-    tids = np.asarray(batch.pop("task_id", np.zeros(0)), np.int64)
-    out = DecodeStage()(batch)
-    if len(tids) == 1:
-        out["task_id"] = np.full(len(out["source"]), tids[0], np.int64)
-    return out
+    return DecodeStage()(batch)
 
 
 _recognizers: dict[str, Any] = {}
@@ -383,8 +363,7 @@ def _emit(
 ) -> dict:
     """The face rules, then what the driver needs of the pixels, computed here: the crops of
     passing faces written to ``staging``, dlib descriptors with ``reid``. The ``crop``
-    column never leaves the worker. ``task_id`` is carried through, ``task_rows`` set to -1
-    (unknown) unless the caller knows the task's whole output."""
+    column never leaves the worker."""
     import numpy as np
 
     from face_iqa.schema import STATUS_OK
@@ -417,6 +396,4 @@ def _emit(
             except RuntimeError:  # dlib could not place its shape: leave unknown
                 pass
         out["descriptor"] = desc
-    if "task_id" in out:
-        out["task_rows"] = np.full(n, -1, np.int64)
     return out
