@@ -35,6 +35,7 @@ from face_iqa.checkpoint import (
 from face_iqa.datasets import SyntheticConfig, assign_splits, build_synthetic_set, load_labelled
 from face_iqa.degrade import DEGRADATIONS, KNOWN_DEGRADATIONS, apply_degradation
 from face_iqa.detect import resolve_device
+from face_iqa.footage import FootageConfig, build_footage_set
 from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
 from face_iqa.images import load_image
 from face_iqa.metrics import iqa_metrics
@@ -155,11 +156,18 @@ class DataConfig:
     val_fraction / test_fraction: share of faces held out, grouped by identity, for rows
         without a ``split``.
     split_seed: seed of that grouping.
+    footage: real footage labelled by recognition (:mod:`face_iqa.footage`), added to the
+        labels under ``footage_dir``; its persons are split on their own (whole clips to
+        train or val, ``footage_val_fraction``; its held-out clips are never read), so the
+        other set's split stays what it was.
     """
 
     labels: str | None = None
     synthetic: SyntheticConfig | None = None
     synthetic_dir: str = "runs/face_data"
+    footage: FootageConfig | None = None
+    footage_dir: str = "runs/footage_data"
+    footage_val_fraction: float = 0.15
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0
@@ -460,20 +468,31 @@ def _loader(ds: Dataset, bs: int, shuffle: bool, workers: int, seed: int) -> Dat
 
 
 def _resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
+    labels, table, lo, hi = None, None, 0.0, 100.0
     if cfg.data.synthetic is not None:
         labels = build_synthetic_set(cfg.data.synthetic, cfg.data.synthetic_dir, log)
     elif cfg.data.labels is not None:
         labels = Path(cfg.data.labels)
-    else:
-        raise ValueError("train: set data.labels or data.synthetic")
-    ls = load_labelled(labels)
-    table = assign_splits(
-        ls.table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
-    )
+    elif cfg.data.footage is None:
+        raise ValueError("train: set data.labels, data.synthetic or data.footage")
+    if labels is not None:
+        ls = load_labelled(labels)
+        lo, hi = ls.score_min, ls.score_max
+        table = assign_splits(
+            ls.table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
+        )
+    footage = None
+    if cfg.data.footage is not None:
+        footage = build_footage_set(cfg.data.footage, cfg.data.footage_dir, log)
+        ft = pd.read_parquet(footage)
+        ft["path"] = [str(footage.parent / q) for q in ft["path"]]
+        ft = assign_splits(ft, cfg.data.footage_val_fraction, 0.0, cfg.data.split_seed)
+        table = ft if table is None else pd.concat([table, ft], ignore_index=True)
     info = {
-        "labels": str(labels),
-        "score_min": ls.score_min,
-        "score_max": ls.score_max,
+        "labels": str(labels if labels is not None else footage),
+        "footage": None if footage is None else str(footage),
+        "score_min": lo,
+        "score_max": hi,
         "n": {s: int((table["split"] == s).sum()) for s in ("train", "val", "test")},
         "identities": {
             s: int(table.loc[table["split"] == s, "identity"].nunique())

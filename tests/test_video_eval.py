@@ -67,6 +67,11 @@ def test_best_shot_on_a_known_case():
     assert t.loc["bad", "matched"] == 0.5  # X's pick x3 matches none of X's other faces
     assert t.loc["random_pick", "matched"] == pytest.approx((3 / 4 + 1) / 2)
     assert t.loc["best_possible", "matched"] == 1.0 and (t["identities"] == 2).all()
+    # the finer view: x0-x2 each match 2 of X's 3 other faces, x3 none; y0, y1 each other
+    rate = t["match_rate"]
+    assert rate["good"] == pytest.approx((2 / 3 + 1) / 2) == rate["best_possible"]
+    assert rate["bad"] == pytest.approx((0 + 1) / 2)
+    assert rate["random_pick"] == pytest.approx((3 * 2 / 3 / 4 + 1) / 2)
 
 
 def test_frontalness_falls_as_the_head_turns():
