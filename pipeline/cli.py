@@ -152,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
         help="multi-person videos: each face track is one identity (alone or with --clips)",
     )
     e.add_argument(
+        "--persons",
+        nargs="+",
+        default=[],
+        metavar="PERSON",
+        help="with --clips: only these persons' clips (e.g. the clips a model never saw)",
+    )
+    e.add_argument(
         "--min-gap", type=int, default=10, help="video faces sampled this many frames apart (10)"
     )
     e.add_argument(
@@ -186,6 +193,62 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score the crops alone (default: averaged with their mirror images, as `run` does)",
     )
+
+    lf = sub.add_parser(
+        "label-footage", help="label one-person clips' faces by how well recognition matches them"
+    )
+    lf.add_argument("--clips", required=True, metavar="FILE", help="CSV: file, person")
+    lf.add_argument("--out", required=True, metavar="DIR", help="crops/ and labels.parquet")
+    lf.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="PERSON",
+        help="persons whose clips are not read",
+    )
+    lf.add_argument(
+        "--persons", nargs="+", default=[], metavar="PERSON", help="only these persons' clips"
+    )
+    lf.add_argument("--min-gap", type=int, default=5, help="frames between faces (5)")
+    lf.add_argument("--per-identity", type=int, default=50, help="faces a clip, at most (50)")
+    lf.add_argument("--copies", type=int, default=0, help="damaged copies a face (0)")
+    lf.add_argument("--seed", type=int, default=1)
+
+    for name, help_ in (
+        ("gmad", "gMAD competition: where two quality models disagree most"),
+        ("weights-map", "the hyper network's generated weights per face, embedded in 2-D"),
+    ):
+        g = sub.add_parser(name, help=help_)
+        faces = g.add_mutually_exclusive_group(required=True)
+        faces.add_argument("--images", nargs="+", metavar="DIR", help="photos or folders")
+        faces.add_argument("--clips", metavar="FILE", help="CSV: file, person (one-person clips)")
+        if name == "gmad":
+            faces.add_argument("--run", metavar="DIR", help="a faceiqa run output folder")
+            faces.add_argument("--labels", metavar="FILE", help="a labelled set (path, score)")
+            g.add_argument(
+                "--a", required=True, help="default, sharpness, det_prob, face_size or a checkpoint"
+            )
+            g.add_argument("--b", required=True, help="the other model (same choices)")
+            g.add_argument("--levels", type=int, default=6, help="defender levels (6)")
+            g.add_argument(
+                "--band",
+                type=float,
+                default=0.05,
+                help="share of faces nearest a level the attacker picks from (0.05)",
+            )
+        else:
+            g.add_argument("--checkpoint", help="default: the embedded face model")
+        g.add_argument(
+            "--persons",
+            nargs="+",
+            default=[],
+            metavar="PERSON",
+            help="with --clips: only these persons' clips",
+        )
+        g.add_argument("--min-gap", type=int, default=10, help="clip faces this many frames apart")
+        g.add_argument("--per-identity", type=int, default=30, help="faces per clip, at most (30)")
+        g.add_argument("--out", required=True, metavar="DIR")
+        g.add_argument("--device", default="auto")
 
     s = sub.add_parser("sample", help="write the self-made demo clip (no data needed)")
     s.add_argument("--out", required=True, metavar="DIR")
@@ -468,6 +531,11 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
         if not {"file", "person"} <= set(clips.columns):
             raise ValueError(f"{args.clips}: needs 'file' and 'person' columns")
         base = Path(args.clips).parent
+        if args.persons:
+            unknown = set(args.persons) - set(clips["person"].astype(str))
+            if unknown:
+                raise ValueError(f"{args.clips}: --persons names unknown {sorted(unknown)}")
+            clips = clips[clips["person"].astype(str).isin(args.persons)]
         for r in clips.itertuples():
             path = Path(r.file) if Path(r.file).is_absolute() else base / r.file
             if not path.is_file():
@@ -524,8 +592,107 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
     for m in sorted(scores, key=scores.get):
         print(f"  pAUC(0-30%) {m:<12} {scores[m]:.4f}")
     for r in best.itertuples():
-        print(f"  best shot {r.measure:<14} matched {r.matched:6.1%} of {r.identities} identities")
+        print(
+            f"  best shot {r.measure:<14} matched {r.matched:6.1%} of {r.identities} identities; "
+            f"matches {r.match_rate:6.1%} of the person's other faces"
+        )
     print(f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'best_shot.csv'}")
+    return 0
+
+
+def _cmd_label_footage(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from face_iqa.footage import FootageConfig, build_footage_set
+
+    exclude = list(args.exclude)
+    if args.persons:
+        everyone = set(pd.read_csv(args.clips)["person"].astype(str))
+        unknown = set(args.persons) - everyone
+        if unknown:
+            raise ValueError(f"{args.clips}: --persons names unknown {sorted(unknown)}")
+        exclude += sorted(everyone - set(args.persons))
+    cfg = FootageConfig(
+        clips=args.clips,
+        holdout=tuple(exclude),
+        min_gap=args.min_gap,
+        per_identity=args.per_identity,
+        degraded_copies=args.copies,
+        seed=args.seed,
+    )
+    path = build_footage_set(cfg, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _face_set(args: argparse.Namespace):
+    """The faces ``gmad`` and ``weights-map`` compare (see :mod:`face_iqa.face_sets`)."""
+    from face_iqa import face_sets
+    from face_iqa.detect import DetectorConfig, build_detector
+
+    if getattr(args, "run", None):
+        return face_sets.run_faces(args.run)
+    if getattr(args, "labels", None):
+        return face_sets.labelled_faces(args.labels)
+    detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
+    if args.images:
+        faces, crops = face_sets.image_faces(args.images, detector)
+    else:
+        from face_iqa.utility import DlibRecognizer
+
+        faces, crops = face_sets.clip_faces(
+            args.clips, detector, DlibRecognizer(), args.persons, args.min_gap, args.per_identity
+        )
+    if not crops:
+        raise ValueError("no faces found")
+    return faces, crops
+
+
+def _cmd_gmad(args: argparse.Namespace) -> int:
+    from face_iqa.face_sets import set_scores
+    from face_iqa.gmad import agreement, gmad_pairs, write_gmad_html
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    faces, crops = _face_set(args)
+    names = (args.a, args.b)
+    a = set_scores(args.a, faces, crops, args.device)
+    b = set_scores(args.b, faces, crops, args.device)
+    pairs = gmad_pairs(a, b, names, args.levels, args.band)
+    summary = None
+    if "utility" in faces.columns and faces["utility"].notna().any():
+        summary = agreement(pairs, faces["utility"].to_numpy())
+        summary.to_csv(out / "gmad_summary.csv", index=False)
+    table = pairs.assign(
+        better_face=faces["face"].to_numpy()[pairs["better"]],
+        worse_face=faces["face"].to_numpy()[pairs["worse"]],
+    )
+    if summary is not None:
+        u = faces["utility"].to_numpy()
+        table["utility_better"] = u[pairs["better"]]
+        table["utility_worse"] = u[pairs["worse"]]
+    table.to_csv(out / "gmad.csv", index=False)
+    write_gmad_html(pairs, crops, list(faces["face"]), out / "gmad.html", names, summary)
+    print(f"{len(faces)} faces; {len(pairs)} pairs")
+    if summary is not None:
+        for r in summary.itertuples():
+            print(
+                f"  {r.attacker} attacking {r.defender}: recognition agrees on {r.succeeded} of "
+                f"{r.attacks} pairs ({r.success_rate:.0%})"
+            )
+    print(f"wrote {out / 'gmad.html'}, {out / 'gmad.csv'}")
+    return 0
+
+
+def _cmd_weights_map(args: argparse.Namespace) -> int:
+    from face_iqa.weights_map import weights_map
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    faces, crops = _face_set(args)
+    result = weights_map(faces, crops, out, checkpoint=args.checkpoint, device=args.device)
+    for line in result["lines"]:
+        print(line)
     return 0
 
 
@@ -565,6 +732,9 @@ def main(argv: list[str] | None = None) -> int:
             "calibrate": _cmd_calibrate,
             "eval-recognition": _cmd_eval_recognition,
             "report": _cmd_report,
+            "gmad": _cmd_gmad,
+            "label-footage": _cmd_label_footage,
+            "weights-map": _cmd_weights_map,
         }[args.command](args)
     except (InputError, ConfigError, CheckpointError, OSError, ValueError) as e:
         print(f"faceiqa {args.command}: error: {e}", file=sys.stderr)
