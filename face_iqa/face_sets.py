@@ -28,13 +28,24 @@ def _crop(img: np.ndarray, box, lm) -> np.ndarray:
     return crop_box(img, box, 224)[0]
 
 
-def image_faces(items: Sequence[str], detector) -> tuple[pd.DataFrame, list[np.ndarray]]:
+def image_faces(
+    items: Sequence[str], detector, identities: str | None = None
+) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Every detected face of the photos in ``items`` (files or folders); photos that fail
-    to load are reported on stderr and skipped."""
+    to load are reported on stderr and skipped. ``identities``: a CSV of ``file`` (or
+    ``path``) and ``identity`` naming each photo's main face; the largest face of a listed
+    photo gets that ``identity``, every other face an empty one."""
     import sys
 
     from face_iqa.datasets import _image_paths
 
+    named: dict[str, str] = {}
+    if identities is not None:
+        t = pd.read_csv(identities)
+        col = "file" if "file" in t.columns else "path"
+        if col not in t.columns or "identity" not in t.columns:
+            raise ValueError(f"{identities}: needs 'file' (or 'path') and 'identity' columns")
+        named = {Path(f).name: str(i) for f, i in zip(t[col], t["identity"].fillna("")) if str(i)}
     rows, crops = [], []
     for p in _image_paths(items):
         try:
@@ -43,16 +54,19 @@ def image_faces(items: Sequence[str], detector) -> tuple[pd.DataFrame, list[np.n
             print(f"{p}: skipped ({e})", file=sys.stderr)
             continue
         det = detector.detect([img])[0]
+        sides = [min(b[2] - b[0], b[3] - b[1]) for b in det.boxes] if len(det) else []
+        main = int(np.argmax(sides)) if sides else -1
         for k in range(len(det)):
             b = det.boxes[k]
-            rows.append(
-                {
-                    "face": f"{p.name}#{k}",
-                    "source": str(p),
-                    "det_prob": float(det.probs[k]),
-                    "face_size": float(min(b[2] - b[0], b[3] - b[1])),
-                }
-            )
+            row = {
+                "face": f"{p.name}#{k}",
+                "source": str(p),
+                "det_prob": float(det.probs[k]),
+                "face_size": float(sides[k]),
+            }
+            if identities is not None:
+                row["identity"] = named.get(p.name, "") if k == main else ""
+            rows.append(row)
             crops.append(_crop(img, b, det.landmarks[k]))
     return pd.DataFrame(rows), crops
 

@@ -116,10 +116,13 @@ def edc_table(
     fmr: float = 0.01,
     measures: Sequence[str] = MEASURES,
     fractions: np.ndarray = FRACTIONS,
+    threshold: float | None = None,
 ) -> tuple[pd.DataFrame, float]:
     """EDC of each measure: FNMR (rows: discarded fraction) and the distance threshold.
 
-    Pairs with a face that could not be described are left out.
+    The threshold is set at ``fmr`` on the impostor pairs unless given (a recogniser's
+    operating point calibrated elsewhere). Pairs with a face that could not be described
+    are left out.
     """
     f = faces[faces["ok"]].set_index("path")
     p = pairs[pairs["a"].isin(f.index) & pairs["b"].isin(f.index)].reset_index(drop=True)
@@ -132,7 +135,8 @@ def edc_table(
     impostor = np.sort(dist[~same])
     # the largest threshold whose false match rate stays at or below the target
     k = int(np.floor(fmr * len(impostor)))
-    threshold = float(impostor[k] - 1e-9) if k < len(impostor) else float(impostor[-1])
+    if threshold is None:
+        threshold = float(impostor[k] - 1e-9) if k < len(impostor) else float(impostor[-1])
     gen_d = dist[same]
     table = {"discarded": fractions}
     for m in measures:

@@ -794,8 +794,9 @@ def export_model(
         std=card.std,
         score_range=card.score_range,
         higher_is_better=card.higher_is_better,
-        trained_on="synthetic face degradations labelled by dlib recognition "
-        "utility (configs/train_face.yaml)",
+        trained_on="synthetic face degradations"
+        + (" and real one-person clips" if summary["data"].get("footage") else "")
+        + " labelled by dlib recognition utility",
         metrics={
             "val": card.metrics.get("val", {}),
             "test": test,
@@ -818,7 +819,9 @@ def export_model(
             {
                 "photos": photos,
                 "sources": test_src,
-                "note": "identities never seen in training; paths relative to the data folder",
+                "clips": sorted((dcfg.get("footage") or {}).get("holdout", [])),
+                "note": "identities never seen in training; paths relative to the data folder; "
+                "clips: persons of the footage clips never read in training",
             },
             indent=1,
         )

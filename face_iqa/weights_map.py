@@ -95,8 +95,9 @@ def weights_map(
 ) -> dict:
     """Write ``weights_map_person.png``, ``weights_map_quality.png`` and
     ``weights_map.csv`` (2-D coordinates, person, score) under ``out``; return the numbers
-    (and the lines printed for them). Persons are ``faces['identity']`` where present,
-    else the source file (photos)."""
+    (and the lines printed for them). Persons are ``faces['identity']`` where present
+    (faces with an empty one are plotted grey and left out of the person figures), else
+    the source file."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
@@ -116,17 +117,19 @@ def weights_map(
         n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed
     ).fit_transform(pcs)
     level = np.searchsorted(np.quantile(q, [0.2, 0.4, 0.6, 0.8]), q)
-    res = {"faces": n, "persons": int(len(set(person)))}
-    res["nn_person_weights"] = nn_accuracy(pcs, person)
-    res["nn_person_score"] = nn_accuracy(q, person)
-    repeated = pd.Series(person).map(pd.Series(person).value_counts()).to_numpy() > 1
-    many = len(set(person[repeated])) >= 2
-    res["silhouette_person"] = (
-        float(silhouette_score(pcs[repeated], person[repeated])) if many else float("nan")
-    )
+    known = person != ""
+    # persons with one face cannot be found again: they take no part in the person figures
+    counts = pd.Series(person[known]).value_counts()
+    repeated = known & (pd.Series(person).map(counts).fillna(0).to_numpy() > 1)
+    if len(set(person[repeated])) < 2:
+        raise ValueError("weights-map: needs at least two persons with two faces or more")
+    res = {"faces": n, "persons": int(len(set(person[repeated])))}
+    res["nn_person_weights"] = nn_accuracy(pcs[repeated], person[repeated])
+    res["nn_person_score"] = nn_accuracy(q[repeated], person[repeated])
+    res["silhouette_person"] = float(silhouette_score(pcs[repeated], person[repeated]))
     res["silhouette_quality"] = float(silhouette_score(pcs, level))
-    names = sorted(set(person))
-    pal = dict(zip(names, _palette(len(names))))
+    names = sorted(set(person[known]))
+    pal = dict(zip(names, _palette(len(names))), **{"": (170, 170, 170)})
     _scatter(
         xy, [pal[p] for p in person], "generated weights, by person", out / "weights_map_person.png"
     )
@@ -143,11 +146,12 @@ def weights_map(
     pd.DataFrame(
         {"face": faces["face"], "person": person, "score": q, "x": xy[:, 0], "y": xy[:, 1]}
     ).to_csv(out / "weights_map.csv", index=False)
-    holds = res["nn_person_weights"] > res["nn_person_score"] and (
-        not many or res["silhouette_person"] > res["silhouette_quality"]
+    holds = (
+        res["nn_person_weights"] > res["nn_person_score"]
+        and res["silhouette_person"] > res["silhouette_quality"]
     )
     res["lines"] = [
-        f"{n} faces of {res['persons']} persons",
+        f"{n} faces; {int(repeated.sum())} of {res['persons']} persons with two faces or more",
         f"  nearest-neighbour person accuracy: generated weights {res['nn_person_weights']:.1%}, "
         f"quality score {res['nn_person_score']:.1%}",
         f"  silhouette of the weights by person {res['silhouette_person']:.3f}, by quality "

@@ -167,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, metavar="DIR", help="edc.csv, edc.png, faces.parquet")
     e.add_argument("--checkpoint", help="model checkpoint (default: the embedded face model)")
     e.add_argument("--fmr", type=float, default=0.01, help="decision threshold's FMR (0.01)")
+    e.add_argument(
+        "--threshold",
+        type=float,
+        help="dlib distance threshold, given instead of set at --fmr (an operating point "
+        "calibrated on more impostors than the evaluated faces offer)",
+    )
     e.add_argument("--device", default="auto")
 
     rp = sub.add_parser("report", help="one self-contained HTML page for a run's output")
@@ -238,6 +244,11 @@ def _parser() -> argparse.ArgumentParser:
             )
         else:
             g.add_argument("--checkpoint", help="default: the embedded face model")
+            g.add_argument(
+                "--identities",
+                metavar="FILE",
+                help="with --images: CSV of file, identity (each photo's main face)",
+            )
         g.add_argument(
             "--persons",
             nargs="+",
@@ -476,7 +487,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
     detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
     scorer = build_scorer(ScorerConfig(checkpoint=args.checkpoint, device=args.device))
     faces = describe_faces(paths, detector, scorer, DlibRecognizer())
-    table, threshold = edc_table(faces, pairs, fmr=args.fmr)
+    table, threshold = edc_table(faces, pairs, fmr=args.fmr, threshold=args.threshold)
     table.to_csv(out / "edc.csv", index=False)
     f = faces[faces["ok"]].set_index("path")
     g = pairs[pairs["same"] & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
@@ -488,7 +499,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
     scores = {m: pauc(table, m) for m in MEASURES}
     print(
         f"{int(faces['ok'].sum())} of {len(faces)} images described; {len(g)} genuine pairs; "
-        f"threshold {threshold:.3f} (FMR {args.fmr:g}); FNMR with nothing discarded "
+        f"threshold {threshold:.3f} ({_operating_point(args)}); FNMR with nothing discarded "
         f"{table[MEASURES[0]].iloc[0]:.3f}"
     )
     for m in sorted(scores, key=scores.get):
@@ -502,6 +513,10 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'thresholds.csv'}")
     return 0
+
+
+def _operating_point(args: argparse.Namespace) -> str:
+    return "given" if args.threshold is not None else f"FMR {args.fmr:g}"
 
 
 def _eval_footage(args: argparse.Namespace, out: Path) -> int:
@@ -576,7 +591,9 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
             ok.append(False)
     faces["descriptor"], faces["ok"] = desc, ok
     pairs = video_pairs(faces[faces["ok"]], args.min_gap)
-    table, threshold = edc_table(faces, pairs, fmr=args.fmr, measures=VIDEO_MEASURES)
+    table, threshold = edc_table(
+        faces, pairs, fmr=args.fmr, measures=VIDEO_MEASURES, threshold=args.threshold
+    )
     table.to_csv(out / "edc.csv", index=False)
     plot_edc(table, out / "edc.png", title=f"EDC (video) at FMR {args.fmr:g}")
     best = best_shot_table(faces[faces["ok"]].set_index("path"), pairs, threshold)
@@ -585,7 +602,7 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
     n_gen = int(pairs["same"].sum())
     print(
         f"{len(faces)} faces of {faces['identity'].nunique()} identities; {n_gen} genuine and "
-        f"{len(pairs) - n_gen} impostor pairs; threshold {threshold:.3f} (FMR {args.fmr:g}); "
+        f"{len(pairs) - n_gen} impostor pairs; threshold {threshold:.3f} ({_operating_point(args)}); "
         f"FNMR with nothing discarded {table[VIDEO_MEASURES[0]].iloc[0]:.3f}"
     )
     scores = {m: pauc(table, m) for m in VIDEO_MEASURES}
@@ -636,7 +653,9 @@ def _face_set(args: argparse.Namespace):
         return face_sets.labelled_faces(args.labels)
     detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
     if args.images:
-        faces, crops = face_sets.image_faces(args.images, detector)
+        faces, crops = face_sets.image_faces(
+            args.images, detector, getattr(args, "identities", None)
+        )
     else:
         from face_iqa.utility import DlibRecognizer
 

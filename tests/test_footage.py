@@ -70,3 +70,27 @@ def test_a_person_with_one_face_gets_no_label():
     ident[0] = "alone"
     _, q, _, _ = label_faces(desc, ident, 8, 0.9, np.random.default_rng(0))
     assert np.isnan(q[0]) and np.isfinite(q[1:]).all()
+
+
+def test_label_footage_command_on_two_real_clips(tmp_path):
+    import pandas as pd
+
+    from pipeline.cli import main
+    from tests.conftest import shared_path
+
+    clips = str(shared_path("clips.csv"))
+    out = tmp_path / "labels"
+    args = ["label-footage", "--clips", clips, "--out", str(out), "--copies", "1"]
+    args += ["--persons", "liveportrait_driving_d0", "retalking_5", "--per-identity", "4"]
+    assert main([*args, "--min-gap", "15"]) == 0
+    t = pd.read_parquet(out / "labels.parquet")
+    assert set(t["identity"]) == {"person:liveportrait_driving_d0", "person:retalking_5"}
+    assert set(t["variant"]) == {0, 1} and (t["degradation"] == "clean").sum() == 8
+    assert t["score"].between(0, 100, inclusive="right").all()
+    clean = t[t["variant"] == 0]
+    assert (clean.groupby("identity")["score"].max() == 100).all()
+    assert all((out / p).is_file() for p in t["path"])
+    # the same command again reuses the set
+    mtime = (out / "labels.parquet").stat().st_mtime_ns
+    assert main([*args, "--min-gap", "15"]) == 0
+    assert (out / "labels.parquet").stat().st_mtime_ns == mtime

@@ -135,11 +135,14 @@ def test_weights_map_on_constructed_faces(tiny_checkpoint, tmp_path):
 
             crops.append(cv2.GaussianBlur(base, (0, 0), 0.5 + k))
             person.append(f"p{p}")
-    faces = pd.DataFrame({"face": [f"f{i}" for i in range(18)], "identity": person, "source": "x"})
+    crops += [crops[0][::-1].copy(), crops[7][:, ::-1].copy()]
+    person += ["", "solo"]  # an unnamed face and a person seen once: no part in the figures
+    faces = pd.DataFrame({"face": [f"f{i}" for i in range(20)], "identity": person, "source": "x"})
     res = weights_map(faces, crops, tmp_path, checkpoint=str(tiny_checkpoint), device="cpu")
     for name in ("weights_map_person.png", "weights_map_quality.png"):
         assert (tmp_path / name).stat().st_size > 1000
-    assert len(pd.read_csv(tmp_path / "weights_map.csv")) == 18
-    assert res["faces"] == 18 and res["persons"] == 3
+    assert len(pd.read_csv(tmp_path / "weights_map.csv")) == 20
+    assert res["faces"] == 20 and res["persons"] == 3
+    assert res["lines"][0].startswith("20 faces; 18 of 3 persons")
     assert 0 <= res["nn_person_weights"] <= 1 and -1 <= res["silhouette_person"] <= 1
     assert "content, not quality" in res["lines"][3]

@@ -76,13 +76,14 @@ def test_facenet_example_one_track_per_person_and_no_mixing(detector):
     assert tracked["track_id"].nunique() == FACENET_EXAMPLE_PEOPLE
     # no track mixes two people: 90% of a track's faces lie within dlib's same-person
     # distance (0.6) of the track's median descriptor (the rest: heads turned down,
-    # half-hidden faces of the same person, checked by eye)
+    # half-hidden faces of the same person, checked by eye); every third face of a track
+    # is described (a mixed-in person holds a run of frames, so it cannot fall between)
     rec = DlibRecognizer()
     for tid, g in tracked.groupby("track_id"):
         desc = np.stack(
             [
                 rec.image_descriptor(align_face(frames[int(r.frame_index)], r.landmarks, 224)[0])
-                for r in g.itertuples()
+                for r in g.iloc[::3].itertuples()
             ]
         )
         med = np.median(desc, 0)
