@@ -15,17 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from face_iqa.align import align_face, crop_box, landmarks_plausible
 from face_iqa.images import ImageError, load_image
+from face_iqa.video_eval import face_crop, read_clips
 
 __all__ = ["clip_faces", "image_faces", "labelled_faces", "run_faces", "set_scores"]
-
-
-def _crop(img: np.ndarray, box, lm) -> np.ndarray:
-    box, lm = np.asarray(box, float), np.asarray(lm, float).reshape(5, 2)
-    if landmarks_plausible(box, lm):
-        return align_face(img, lm, 224)[0]
-    return crop_box(img, box, 224)[0]
 
 
 def image_faces(
@@ -67,7 +60,7 @@ def image_faces(
             if identities is not None:
                 row["identity"] = named.get(p.name, "") if k == main else ""
             rows.append(row)
-            crops.append(_crop(img, b, det.landmarks[k]))
+            crops.append(face_crop(img, b, det.landmarks[k]))
     return pd.DataFrame(rows), crops
 
 
@@ -86,20 +79,8 @@ def clip_faces(
     from face_iqa.footage import label_faces
     from face_iqa.video_eval import sample_video_faces
 
-    clips = pd.read_csv(clips_csv)
-    if not {"file", "person"} <= set(clips.columns):
-        raise ValueError(f"{clips_csv}: needs 'file' and 'person' columns")
-    if persons:
-        unknown = set(persons) - set(clips["person"].astype(str))
-        if unknown:
-            raise ValueError(f"{clips_csv}: unknown persons {sorted(unknown)}")
-        clips = clips[clips["person"].astype(str).isin(persons)]
-    base = Path(clips_csv).parent
     rows, crops, desc = [], [], []
-    for r in clips.itertuples():
-        path = Path(r.file) if Path(r.file).is_absolute() else base / r.file
-        if not path.is_file():
-            raise ValueError(f"{clips_csv}: {path} does not exist")
+    for person, path in read_clips(clips_csv, persons):
         f, cs = sample_video_faces(path, detector, min_gap, per_identity)
         for row, crop in zip(f.itertuples(), cs):
             try:
@@ -112,7 +93,7 @@ def clip_faces(
                     "source": str(path),
                     "det_prob": float(row.det_prob),
                     "face_size": float(row.face_size),
-                    "identity": str(r.person),
+                    "identity": person,
                 }
             )
             crops.append(crop)
@@ -155,13 +136,13 @@ def run_faces(run_dir: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
                     if ok:
                         img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                         for j in want[i]:
-                            crops[j] = _crop(img, faces.at[j, "box"], faces.at[j, "landmarks"])
+                            crops[j] = face_crop(img, faces.at[j, "box"], faces.at[j, "landmarks"])
                 i += 1
             cap.release()
         else:
             img = load_image(src)
             for j in g.index:
-                crops[j] = _crop(img, faces.at[j, "box"], faces.at[j, "landmarks"])
+                crops[j] = face_crop(img, faces.at[j, "box"], faces.at[j, "landmarks"])
     have = [j for j, c in enumerate(crops) if c is not None]
     out = faces.loc[have].reset_index(drop=True)
     out["face"] = [

@@ -197,13 +197,9 @@ def build_footage_set(
     unknown = set(cfg.extra_degradations) - set(EXTRA_DEGRADATIONS)
     if unknown:
         raise ValueError(f"footage.extra_degradations: unknown {sorted(unknown)}")
-    clips = pd.read_csv(cfg.clips)
-    if not {"file", "person"} <= set(clips.columns):
-        raise ValueError(f"{cfg.clips}: needs 'file' and 'person' columns")
-    missing = set(cfg.holdout) - set(clips["person"].astype(str))
-    if missing:
-        raise ValueError(f"{cfg.clips}: footage.holdout names unknown persons {sorted(missing)}")
-    clips = clips[~clips["person"].astype(str).isin(cfg.holdout)]
+    from face_iqa.video_eval import read_clips
+
+    clips = read_clips(cfg.clips, exclude=cfg.holdout)
     if detector is None:
         from face_iqa.detect import DetectorConfig, build_detector
 
@@ -213,12 +209,8 @@ def build_footage_set(
 
         recognizer = DlibRecognizer()
     (out / "crops").mkdir(parents=True, exist_ok=True)
-    base = Path(cfg.clips).parent
     rows, crops, desc, shapes = [], [], [], []
-    for r in clips.itertuples():
-        path = Path(r.file) if Path(r.file).is_absolute() else base / r.file
-        if not path.is_file():
-            raise ValueError(f"{cfg.clips}: {path} does not exist")
+    for person, path in clips:
         faces, cs = sample_video_faces(path, detector, cfg.min_gap, cfg.per_identity)
         for f, crop in zip(faces.itertuples(), cs):
             try:
@@ -228,7 +220,7 @@ def build_footage_set(
                 continue
             rows.append(
                 {
-                    "identity": f"person:{r.person}",
+                    "identity": f"person:{person}",
                     "source": str(path),
                     "frame_index": int(f.frame_index),
                     "face_size": float(f.face_size),

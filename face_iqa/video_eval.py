@@ -34,12 +34,46 @@ from face_iqa.recognition_eval import sharpness
 __all__ = [
     "VIDEO_MEASURES",
     "best_shot_table",
+    "face_crop",
     "frontalness",
+    "read_clips",
     "sample_video_faces",
     "video_pairs",
 ]
 
 VIDEO_MEASURES = ("hyperiqa", "det_prob", "face_size", "sharpness", "frontalness", "random")
+
+
+def read_clips(
+    clips_csv: str | Path, persons: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[tuple[str, Path]]:
+    """``(person, clip path)`` of a ``clips.csv`` (``file``, ``person``; files relative to
+    it), only ``persons`` when given, without ``exclude``; a ``ValueError`` names the file
+    for missing columns, unknown persons or a missing clip."""
+    clips = pd.read_csv(clips_csv)
+    if not {"file", "person"} <= set(clips.columns):
+        raise ValueError(f"{clips_csv}: needs 'file' and 'person' columns")
+    who = clips["person"].astype(str)
+    unknown = (set(persons) | set(exclude)) - set(who)
+    if unknown:
+        raise ValueError(f"{clips_csv}: unknown persons {sorted(unknown)}")
+    keep = ~who.isin(exclude) & (who.isin(persons) if persons else True)
+    base = Path(clips_csv).parent
+    out = []
+    for person, f in zip(who[keep], clips.loc[keep, "file"]):
+        path = Path(f) if Path(f).is_absolute() else base / f
+        if not path.is_file():
+            raise ValueError(f"{clips_csv}: {path} does not exist")
+        out.append((person, path))
+    return out
+
+
+def face_crop(img: np.ndarray, box, landmarks, size: int = 224) -> np.ndarray:
+    """The aligned crop of a face, or its box crop where the landmarks are implausible."""
+    box, lm = np.asarray(box, float), np.asarray(landmarks, float).reshape(5, 2)
+    if landmarks_plausible(box, lm):
+        return align_face(img, lm, size)[0]
+    return crop_box(img, box, size)[0]
 
 
 def frontalness(landmarks: np.ndarray) -> float:
@@ -109,10 +143,7 @@ def sample_video_faces(
                         )
                         k = int(np.argmax(sides))
                         box, lm, prob = det.boxes[k], det.landmarks[k], float(det.probs[k])
-                    if landmarks_plausible(box, lm):
-                        crop = align_face(img, lm, 224)[0]
-                    else:
-                        crop = crop_box(img, box, 224)[0]
+                    crop = face_crop(img, box, lm)
                     rows.append(
                         {
                             "video": str(video),

@@ -531,6 +531,7 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
     from face_iqa.video_eval import (
         VIDEO_MEASURES,
         best_shot_table,
+        read_clips,
         sample_video_faces,
         track_video,
         video_pairs,
@@ -542,21 +543,9 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
     recognizer = DlibRecognizer()
     tables, crops = [], []
     if args.clips:
-        clips = pd.read_csv(args.clips)
-        if not {"file", "person"} <= set(clips.columns):
-            raise ValueError(f"{args.clips}: needs 'file' and 'person' columns")
-        base = Path(args.clips).parent
-        if args.persons:
-            unknown = set(args.persons) - set(clips["person"].astype(str))
-            if unknown:
-                raise ValueError(f"{args.clips}: --persons names unknown {sorted(unknown)}")
-            clips = clips[clips["person"].astype(str).isin(args.persons)]
-        for r in clips.itertuples():
-            path = Path(r.file) if Path(r.file).is_absolute() else base / r.file
-            if not path.is_file():
-                raise ValueError(f"{args.clips}: {path} does not exist")
+        for person, path in read_clips(args.clips, args.persons):
             f, c = sample_video_faces(path, detector, args.min_gap, args.per_identity)
-            f["identity"], f["kind"] = f"person:{r.person}", "clip"
+            f["identity"], f["kind"] = f"person:{person}", "clip"
             f["first"] = f["last"] = -1
             tables.append(f)
             crops += c
@@ -618,17 +607,13 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
 
 
 def _cmd_label_footage(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from face_iqa.footage import FootageConfig, build_footage_set
+    from face_iqa.video_eval import read_clips
 
     exclude = list(args.exclude)
-    if args.persons:
-        everyone = set(pd.read_csv(args.clips)["person"].astype(str))
-        unknown = set(args.persons) - everyone
-        if unknown:
-            raise ValueError(f"{args.clips}: --persons names unknown {sorted(unknown)}")
-        exclude += sorted(everyone - set(args.persons))
+    if args.persons:  # the clips of everyone else are held out
+        kept = {p for p, _ in read_clips(args.clips, args.persons)}
+        exclude += sorted({p for p, _ in read_clips(args.clips)} - kept)
     cfg = FootageConfig(
         clips=args.clips,
         holdout=tuple(exclude),

@@ -32,6 +32,26 @@ def _chromium() -> str:
     return exe
 
 
+def _screenshot(page, shot, size: tuple[int, int]):
+    """``page`` rendered by headless Chromium into the PNG ``shot`` (width, height)."""
+    subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            f"--window-size={size[0]},{size[1]}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return shot
+
+
 def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     d, _ = demo_run
     assert main(["report", str(d / "run"), "--out", str(tmp_path / "report.html")]) == 0
@@ -39,23 +59,7 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     assert 'id="histogram"' in page and 'id="threshold"' in page
     assert page.count('class="track"') == len(pd.read_parquet(d / "run" / "tracks.parquet")) >= 1
     assert 'src="http' not in page  # self-contained: no external resources
-    shot = tmp_path / "shot.png"
-    exe = _chromium()
-    subprocess.run(
-        [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=1000,1800",
-            (tmp_path / "report.html").as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    shot = _screenshot(tmp_path / "report.html", tmp_path / "shot.png", (1000, 1800))
     import cv2
 
     img = cv2.imread(str(shot))

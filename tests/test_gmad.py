@@ -1,7 +1,5 @@
 """gMAD and the weights map: known answers on constructed scores, the page in Chromium."""
 
-import subprocess
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +7,7 @@ import pytest
 from face_iqa.gmad import agreement, gmad_pairs, write_gmad_html
 from face_iqa.weights_map import nn_accuracy, weights_map
 from pipeline.cli import main
-from tests.test_evaluation import _chromium
+from tests.test_evaluation import _screenshot
 
 
 def _planted(n=200, seed=0):
@@ -82,22 +80,7 @@ def test_gmad_command_writes_a_page_that_renders(labelled_set, tmp_path):
     assert summary.loc["sharpness", "success_rate"] > summary.loc["face_size", "success_rate"]
     page = (out / "gmad.html").read_text()
     assert page.count("<img ") == 2 * len(table) and 'src="http' not in page
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=1200,1600",
-            (out / "gmad.html").as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    shot = _screenshot(out / "gmad.html", tmp_path / "shot.png", (1200, 1600))
     import cv2
 
     img = cv2.imread(str(shot))
