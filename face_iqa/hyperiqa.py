@@ -18,7 +18,14 @@ from torch import nn
 
 from face_iqa.backbones import BACKBONE_CHANNELS, build_backbone
 
-__all__ = ["HyperIQA", "HyperIQAConfig", "TargetParams", "target_forward"]
+__all__ = ["HEADS", "HyperIQA", "HyperIQAConfig", "TargetParams", "target_forward"]
+
+# The full model and the three ablations of the paper's Table 5, on the same backbone:
+# ``hyper`` the authors' design; ``no_lda`` without the local distortion-aware taps (the
+# target network's input is the last stage alone); ``fixed_target`` one learned target
+# network shared by every image instead of generated weights; ``regression`` the backbone's
+# pooled last stage through a plain two-layer regression head.
+HEADS = ("hyper", "no_lda", "fixed_target", "regression")
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,11 @@ class HyperIQAConfig:
     hyper_hidden: tuple[int, int] = (1024, 512)
     lda_channels: tuple[int, int, int] = (16, 32, 64)
     lda_pool: int = 7
+    head: str = "hyper"
 
     def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}: one of {', '.join(HEADS)}")
         if self.backbone not in BACKBONE_CHANNELS:
             raise ValueError(f"unknown backbone {self.backbone!r}")
         sizes = (self.target_in, *self.target_fc)
@@ -60,12 +70,14 @@ class HyperIQAConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d["head"] == "hyper":
+            del d["head"]  # the full model's cards read as before, by every version
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @staticmethod
-    def for_backbone(backbone: str) -> HyperIQAConfig:
+    def for_backbone(backbone: str, head: str = "hyper") -> HyperIQAConfig:
         hidden = {"resnet50": (1024, 512), "efficientnet_lite0": (512, 256)}[backbone]
-        return HyperIQAConfig(backbone=backbone, hyper_hidden=hidden)
+        return HyperIQAConfig(backbone=backbone, hyper_hidden=hidden, head=head)
 
 
 @dataclass
@@ -99,19 +111,25 @@ class LDA(nn.Module):
     def __init__(self, cfg: HyperIQAConfig, channels: tuple[int, int, int, int]) -> None:
         super().__init__()
         side = cfg.input_size
-        self.convs = nn.ModuleList(
-            nn.Conv2d(c, o, 1, bias=False) for c, o in zip(channels[:3], cfg.lda_channels)
-        )
+        # Without the local taps (the ``no_lda`` ablation) stage 4 fills the whole vector.
+        self.local = cfg.head != "no_lda"
         fcs = []
-        for stride, o in zip((4, 8, 16), cfg.lda_channels):
-            cells = (side // stride // cfg.lda_pool) ** 2
-            fcs.append(nn.Linear(o * cells, cfg.lda_out))
+        if self.local:
+            self.convs = nn.ModuleList(
+                nn.Conv2d(c, o, 1, bias=False) for c, o in zip(channels[:3], cfg.lda_channels)
+            )
+            for stride, o in zip((4, 8, 16), cfg.lda_channels):
+                cells = (side // stride // cfg.lda_pool) ** 2
+                fcs.append(nn.Linear(o * cells, cfg.lda_out))
         cells4 = (side // 32 // cfg.lda_pool) ** 2
-        fcs.append(nn.Linear(channels[3] * cells4, cfg.target_in - 3 * cfg.lda_out))
+        width4 = cfg.target_in - 3 * cfg.lda_out if self.local else cfg.target_in
+        fcs.append(nn.Linear(channels[3] * cells4, width4))
         self.fcs = nn.ModuleList(fcs)
         self.pool = nn.AvgPool2d(cfg.lda_pool, stride=cfg.lda_pool)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        if not self.local:
+            return self.fcs[0](torch.flatten(self.pool(feats[3]), 1))
         outs = []
         for i, f in enumerate(feats):
             if i < 3:
@@ -164,34 +182,95 @@ class HyperHead(nn.Module):
         return TargetParams(weights, biases)
 
 
+class FixedTarget(nn.Module):
+    """The ``fixed_target`` ablation: the target network's five layers as ordinary learned
+    layers, the same for every image, returned in the shape the hyper network's are."""
+
+    def __init__(self, cfg: HyperIQAConfig) -> None:
+        super().__init__()
+        sizes = (cfg.target_in, *cfg.target_fc, 1)
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, c4: torch.Tensor) -> TargetParams:
+        b = c4.shape[0]
+        return TargetParams(
+            [fc.weight.expand(b, -1, -1) for fc in self.layers],
+            [fc.bias.expand(b, -1) for fc in self.layers],
+        )
+
+
+class RegressionHead(nn.Module):
+    """The ``regression`` ablation: the last stage, globally average-pooled, through a
+    linear layer to ``target_fc[0]`` units, a ReLU and a linear layer to the score."""
+
+    def __init__(self, cfg: HyperIQAConfig, c4: int) -> None:
+        super().__init__()
+        width = cfg.target_fc[0]
+        self.fc1 = nn.Linear(c4, width)
+        self.fc2 = nn.Linear(width, 1)
+
+    def forward(self, c4: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(c4.mean(dim=(2, 3))))).reshape(-1)
+
+
 class HyperIQA(nn.Module):
-    """HyperIQA: normalised images ``(B, 3, S, S)`` -> quality ``(B,)``."""
+    """HyperIQA: normalised images ``(B, 3, S, S)`` -> quality ``(B,)``.
+
+    ``cfg.head`` other than ``"hyper"`` builds one of the ablations (see :data:`HEADS`).
+    """
 
     def __init__(self, cfg: HyperIQAConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or HyperIQAConfig()
         channels = BACKBONE_CHANNELS[self.cfg.backbone]
         self.backbone = build_backbone(self.cfg.backbone)
-        self.lda = LDA(self.cfg, channels)
-        self.hyper = HyperHead(self.cfg, channels[3])
+        head = self.cfg.head
+        if head == "regression":
+            self.regressor = RegressionHead(self.cfg, channels[3])
+        else:
+            self.lda = LDA(self.cfg, channels)
+            if head == "fixed_target":
+                self.target = FixedTarget(self.cfg)
+            else:
+                self.hyper = HyperHead(self.cfg, channels[3])
         self.reset_head()
+
+    def _head_modules(self) -> list[nn.Module]:
+        return [m for m in self.children() if m is not self.backbone]
 
     def reset_head(self) -> None:
         """The authors' initialisation of the LDA taps and the hyper network: Kaiming-normal
-        weights (their hyper layers and LDA layers), default biases."""
-        for m in [*self.lda.modules(), *self.hyper.modules()]:
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
+        weights (their hyper layers and LDA layers), default biases; the ablations' heads
+        likewise."""
+        for part in self._head_modules():
+            for m in part.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight)
+
+    def output_bias(self) -> torch.Tensor:
+        """The bias of the score's last layer (training starts it at the mean label)."""
+        if self.cfg.head == "regression":
+            return self.regressor.fc2.bias
+        if self.cfg.head == "fixed_target":
+            return self.target.layers[-1].bias
+        return self.hyper.b5_fc.bias
 
     def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, TargetParams]:
-        """The target network's input vector ``(B, target_in)`` and its per-image weights."""
+        """The target network's input vector ``(B, target_in)`` and its per-image weights
+        (for ``fixed_target``, the shared weights repeated per image)."""
+        if self.cfg.head == "regression":
+            raise ValueError("the regression head has no target network")
         feats = self.backbone(x)
-        return self.lda(feats), self.hyper(feats[3])
+        weights = self.target if self.cfg.head == "fixed_target" else self.hyper
+        return self.lda(feats), weights(feats[3])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.head == "regression":
+            return self.regressor(self.backbone(x)[3])
         vec, params = self.forward_parts(x)
         return target_forward(vec, params)
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """LDA and hyper network parameters (trained at 10x the backbone's rate)."""
-        return [*self.lda.parameters(), *self.hyper.parameters()]
+        """LDA and hyper network parameters (trained at 10x the backbone's rate); for an
+        ablation, its head's."""
+        return [p for part in self._head_modules() for p in part.parameters()]

@@ -177,6 +177,7 @@ class DataConfig:
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     backbone: str = "efficientnet_lite0"
+    head: str = "hyper"  # hyper | no_lda | fixed_target | regression (the ablations)
     init: str = "imagenet"  # imagenet (Lite0 only) | random | a checkpoint path
     epochs: int = 16
     batch_size: int = 16
@@ -530,7 +531,7 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
 
 def _initial_model(cfg: TrainConfig) -> tuple[HyperIQA, ModelCard]:
     if cfg.init in ("imagenet", "random"):
-        arch = HyperIQAConfig.for_backbone(cfg.backbone)
+        arch = HyperIQAConfig.for_backbone(cfg.backbone, cfg.head)
         model = HyperIQA(arch)
         if cfg.init == "imagenet":
             init_backbone_imagenet(model)
@@ -561,7 +562,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         # Start the generated output bias at the mean label: the target net's output then
         # begins on the label scale, and the first epochs learn the ranking, not an offset.
         with torch.no_grad():
-            model.hyper.b5_fc.bias.fill_(
+            model.output_bias().fill_(
                 float(table.loc[table["split"] == "train", "score"].mean())
             )
     model = model.to(device).to(memory_format=torch.channels_last)

@@ -36,7 +36,13 @@ def generated_weights(
     from face_iqa.scorer import default_checkpoint
 
     dev = resolve_device(device)
-    model, card = build_model(checkpoint or default_checkpoint(), device=dev)
+    source = checkpoint or default_checkpoint()
+    model, card = build_model(source, device=dev)
+    if card.arch.head != "hyper":
+        raise ValueError(
+            f"{source}: head {card.arch.head!r} generates no weights; the weight map needs "
+            "the hyper network"
+        )
     model = model.float().eval()
     mean = torch.tensor(card.mean).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(card.std).view(1, 3, 1, 1) * 255.0

@@ -168,6 +168,26 @@ def parse_set(item: str) -> dict[str, Any]:
     return value
 
 
+def _read_yaml(p: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """A preset's mapping; ``base: other.yaml`` (beside it) is read first and overridden."""
+    if p.resolve() in chain:
+        raise ConfigError(f"{p}: base configs form a loop")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML ({e})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: base: expected a file name, got {base!r}")
+    return _merge(_read_yaml(p.parent / base, (*chain, p.resolve())), loaded)
+
+
 def load_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then each ``--set`` override."""
     return load_into(Config, path, sets)
@@ -177,18 +197,7 @@ def load_into(
     cls: type[T], path: str | Path | None = None, sets: list[str] | tuple[str, ...] = ()
 ) -> T:
     """Build any config dataclass ``cls`` from its defaults, a YAML file and ``--set``s."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
-        values = loaded
+    values: dict[str, Any] = {} if path is None else _read_yaml(Path(path), ())
     for item in sets:
         values = _merge(values, parse_set(item))
     return build(cls, values)

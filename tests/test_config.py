@@ -47,6 +47,21 @@ def test_bad_yaml_file_named(tmp_path):
         load_config(y)
 
 
+def test_base_preset_is_read_first_and_overridden(tmp_path):
+    (tmp_path / "a.yaml").write_text("detect:\n  crop_size: 112\n  box_margin: 0.3\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ndetect:\n  crop_size: 96\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert cfg.detect.crop_size == 96  # b overrides a
+    assert load_config(tmp_path / "a.yaml").detect.box_margin == 0.3
+    assert cfg.detect.box_margin == 0.3  # a's other settings kept
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ConfigError, match="loop"):
+        load_config(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(tmp_path / "c.yaml")
+
+
 def test_shipped_presets_load():
     from pathlib import Path
 
@@ -54,7 +69,12 @@ def test_shipped_presets_load():
     from pipeline.config import load_into
 
     for y in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
-        if y.name.startswith("train"):
+        if y.name.startswith("ablation"):  # the default recipe, another head
+            cfg = load_into(TrainConfig, y)
+            base = load_into(TrainConfig, y.parent / "train_face.yaml")
+            assert cfg.head != "hyper" and cfg.out_dir != base.out_dir
+            assert cfg.data == base.data and cfg.epochs == base.epochs and cfg.rank == base.rank
+        elif y.name.startswith("train"):
             assert load_into(TrainConfig, y).data.synthetic is not None
         else:
             load_config(y)

@@ -188,3 +188,46 @@ def test_half_checkpoint_is_smaller_and_close(tmp_path):
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), model(x), atol=0.05, rtol=0.01)
+
+
+@pytest.mark.parametrize("head", ["no_lda", "fixed_target", "regression"])
+def test_ablation_heads_build_train_and_round_trip(tmp_path, head):
+    from face_iqa.backbones import BACKBONE_CHANNELS
+
+    torch.manual_seed(0)
+    arch = HyperIQAConfig.for_backbone("efficientnet_lite0", head)
+    model = HyperIQA(arch)
+    x = torch.randn(3, 3, 224, 224)
+    out = model(x)
+    assert out.shape == (3,) and torch.isfinite(out).all()
+    head_ids = {id(p) for p in model.head_parameters()}
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    assert head_ids and not head_ids & backbone_ids
+    assert head_ids | backbone_ids == {id(p) for p in model.parameters()}
+    assert id(model.output_bias()) in head_ids
+    if head == "regression":
+        assert not hasattr(model, "lda") and not hasattr(model, "hyper")
+        with pytest.raises(ValueError, match="no target network"):
+            model.forward_parts(x)
+    else:
+        vec, params = model.forward_parts(x)
+        assert vec.shape == (3, arch.target_in)
+        assert not hasattr(model, "hyper") or head == "no_lda"
+        if head == "fixed_target":  # one target network for every image
+            assert torch.equal(params.weights[0][0], params.weights[0][2])
+        else:  # no local taps: the first layer reads stage 4 alone
+            assert len(model.lda.fcs) == 1
+            assert model.lda.fcs[0].in_features == BACKBONE_CHANNELS["efficientnet_lite0"][3]
+    out.sum().backward()
+    assert model.output_bias().grad is not None
+    model.eval()
+    card = ModelCard(arch=arch, trained_on="test")
+    path = save_checkpoint(model, card, tmp_path / "m.pt")
+    loaded, card2 = build_model(path)
+    assert card2.arch.head == head
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x))
+    # the full model's card is written as before: no head key
+    assert "head" not in HyperIQAConfig.for_backbone("efficientnet_lite0").to_dict()
+    with pytest.raises(ValueError, match="unknown head"):
+        HyperIQAConfig(head="mlp")
