@@ -49,9 +49,12 @@ def sharpness(crop: np.ndarray) -> float:
 
 
 def describe_faces(
-    paths: Sequence[str | Path], detector, scorer, recognizer, seed: int = 0
+    paths: Sequence[str | Path], detector, scorer, recognizer, seed: int = 0, others=None
 ) -> pd.DataFrame:
     """One row per image: its main (largest) face's measures and dlib descriptor.
+
+    ``others``: ``{name: scorer}``, more models, each scored into its own column beside
+    ``hyperiqa`` (the first scorer's).
 
     Images without a face or that fail to load get ``ok=False`` and an ``error``; they take
     no part in comparisons (a recognition system would reject them too).
@@ -94,10 +97,13 @@ def describe_faces(
         rows.append(row)
         crops.append((len(rows) - 1, crop))
     df = pd.DataFrame(rows)
-    df["hyperiqa"] = np.nan
+    scorers = {"hyperiqa": scorer, **(others or {})}
+    for name in scorers:
+        df[name] = np.nan
     if crops:
-        q = scorer(np.stack([c for _, c in crops]))
-        df.loc[[i for i, _ in crops], "hyperiqa"] = q
+        stack = np.stack([c for _, c in crops])
+        for name, score in scorers.items():
+            df.loc[[i for i, _ in crops], name] = score(stack)
     return df
 
 

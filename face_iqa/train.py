@@ -562,9 +562,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         # Start the generated output bias at the mean label: the target net's output then
         # begins on the label scale, and the first epochs learn the ranking, not an offset.
         with torch.no_grad():
-            model.output_bias().fill_(
-                float(table.loc[table["split"] == "train", "score"].mean())
-            )
+            model.output_bias().fill_(float(table.loc[table["split"] == "train", "score"].mean()))
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = _optimizer(model, cfg)
     size = card.arch.input_size

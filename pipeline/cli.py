@@ -145,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--identities", metavar="FILE", help="CSV: path, identity (all pairs)")
     src.add_argument("--clips", metavar="FILE", help="CSV: file, person (one person a video clip)")
     e.add_argument(
+        "--degraded",
+        action="store_true",
+        help="with --identities: each photo plus 10 degraded copies (blur, noise, JPEG, "
+        "downscale, exposure; written under OUT/degraded), as the model card's set",
+    )
+    e.add_argument(
         "--videos",
         nargs="+",
         default=[],
@@ -166,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", required=True, metavar="DIR", help="edc.csv, edc.png, faces.parquet")
     e.add_argument("--checkpoint", help="model checkpoint (default: the embedded face model)")
+    e.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="more models, each scored beside the first as its own measure NAME",
+    )
     e.add_argument("--fmr", type=float, default=0.01, help="decision threshold's FMR (0.01)")
     e.add_argument(
         "--threshold",
@@ -451,6 +464,7 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
     from face_iqa.detect import DetectorConfig, build_detector
     from face_iqa.recognition_eval import (
         MEASURES,
+        build_degraded_set,
         describe_faces,
         edc_table,
         pairs_from_identities,
@@ -467,12 +481,16 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         return _eval_footage(args, out)
     if not (args.pairs or args.identities):
         raise ValueError("give --pairs, --identities, --clips or --videos")
+    if args.degraded and not args.identities:
+        raise ValueError("--degraded needs --identities")
     if args.identities:
         ids = pd.read_csv(args.identities)
         if not {"path", "identity"} <= set(ids.columns):
             raise ValueError(f"{args.identities}: needs 'path' and 'identity' columns")
         base = Path(args.identities).parent
         ids["path"] = [str(p if Path(p).is_absolute() else base / p) for p in ids["path"]]
+        if args.degraded:
+            ids = build_degraded_set(list(zip(ids["path"], ids["identity"])), out / "degraded")
         pairs = pairs_from_identities(ids)
         paths = list(ids["path"])
     else:
@@ -486,17 +504,21 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         paths = list(dict.fromkeys([*pairs["a"], *pairs["b"]]))
     detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
     scorer = build_scorer(ScorerConfig(checkpoint=args.checkpoint, device=args.device))
-    faces = describe_faces(paths, detector, scorer, DlibRecognizer())
-    table, threshold = edc_table(faces, pairs, fmr=args.fmr, threshold=args.threshold)
+    others = _compared(args, MEASURES)
+    measures = (*MEASURES, *others)
+    faces = describe_faces(paths, detector, scorer, DlibRecognizer(), others=others)
+    table, threshold = edc_table(
+        faces, pairs, fmr=args.fmr, threshold=args.threshold, measures=measures
+    )
     table.to_csv(out / "edc.csv", index=False)
     f = faces[faces["ok"]].set_index("path")
     g = pairs[pairs["same"] & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
     pd.DataFrame(
-        {m: np.minimum(f.loc[g["a"], m].to_numpy(), f.loc[g["b"], m].to_numpy()) for m in MEASURES}
+        {m: np.minimum(f.loc[g["a"], m].to_numpy(), f.loc[g["b"], m].to_numpy()) for m in measures}
     ).to_csv(out / "pair_quality.csv", index=False)
     write_parquet(faces.drop(columns=["descriptor"], errors="ignore"), out / "faces.parquet")
     plot_edc(table, out / "edc.png", title=f"EDC at FMR {args.fmr:g}")
-    scores = {m: pauc(table, m) for m in MEASURES}
+    scores = {m: pauc(table, m) for m in measures}
     print(
         f"{int(faces['ok'].sum())} of {len(faces)} images described; {len(g)} genuine pairs; "
         f"threshold {threshold:.3f} ({_operating_point(args)}); FNMR with nothing discarded "
@@ -513,6 +535,21 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'thresholds.csv'}")
     return 0
+
+
+def _compared(args: argparse.Namespace, taken: tuple[str, ...]) -> dict:
+    """``--compare NAME=CHECKPOINT ...`` as ``{NAME: scorer}``, names checked."""
+    from face_iqa.scorer import ScorerConfig, build_scorer
+
+    out = {}
+    for item in args.compare:
+        name, sep, ckpt = item.partition("=")
+        if not sep or not name or not ckpt:
+            raise ValueError(f"--compare {item!r}: expected NAME=CHECKPOINT")
+        if name in taken or name in out or not name.replace("_", "").isalnum():
+            raise ValueError(f"--compare {item!r}: {name!r} is taken or not a plain name")
+        out[name] = build_scorer(ScorerConfig(checkpoint=ckpt, device=args.device))
+    return out
 
 
 def _operating_point(args: argparse.Namespace) -> str:
@@ -540,6 +577,8 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
 
     detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
     scorer = build_scorer(ScorerConfig(checkpoint=args.checkpoint, device=args.device))
+    others = _compared(args, VIDEO_MEASURES)
+    measures = (*VIDEO_MEASURES, *others)
     recognizer = DlibRecognizer()
     tables, crops = [], []
     if args.clips:
@@ -569,6 +608,8 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
     ]
     stack = np.stack(crops)
     faces["hyperiqa"] = scorer(stack)
+    for name, other in others.items():
+        faces[name] = other(stack)
     faces["random"] = np.random.default_rng(0).random(len(faces))
     desc, ok = [], []
     for crop in stack:
@@ -581,11 +622,11 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
     faces["descriptor"], faces["ok"] = desc, ok
     pairs = video_pairs(faces[faces["ok"]], args.min_gap)
     table, threshold = edc_table(
-        faces, pairs, fmr=args.fmr, measures=VIDEO_MEASURES, threshold=args.threshold
+        faces, pairs, fmr=args.fmr, measures=measures, threshold=args.threshold
     )
     table.to_csv(out / "edc.csv", index=False)
     plot_edc(table, out / "edc.png", title=f"EDC (video) at FMR {args.fmr:g}")
-    best = best_shot_table(faces[faces["ok"]].set_index("path"), pairs, threshold)
+    best = best_shot_table(faces[faces["ok"]].set_index("path"), pairs, threshold, measures)
     best.to_csv(out / "best_shot.csv", index=False)
     write_parquet(faces.drop(columns=["descriptor"]), out / "faces.parquet")
     n_gen = int(pairs["same"].sum())
@@ -594,7 +635,7 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
         f"{len(pairs) - n_gen} impostor pairs; threshold {threshold:.3f} ({_operating_point(args)}); "
         f"FNMR with nothing discarded {table[VIDEO_MEASURES[0]].iloc[0]:.3f}"
     )
-    scores = {m: pauc(table, m) for m in VIDEO_MEASURES}
+    scores = {m: pauc(table, m) for m in measures}
     for m in sorted(scores, key=scores.get):
         print(f"  pAUC(0-30%) {m:<12} {scores[m]:.4f}")
     for r in best.itertuples():

@@ -23,12 +23,12 @@ def test_pipeline_bench_runs_on_cpu(ray_local, capsys):
 
     video = shared_path("videos", "facenet_example.mp4")
     args = ["--device", "cpu", "--video", str(video), "--frames", "2", "--batch", "2"]
-    args += ["--iters", "1", "--e2e-frames", "32", "--naive-frames", "2"]
+    args += ["--iters", "1", "--e2e-frames", "8", "--short-frames", "4", "--naive-frames", "2"]
     res = pipeline_bench.main([*args, "--variant", "score.scorer.flip=false;ray.worker_calls=2"])
     out = capsys.readouterr().out
     for k in ("ref_720p", "fast_720p", "ref_1080p", "fast_1080p", "run_fps", "naive_fps"):
         assert res[k] > 0, k
     assert res["variant0_fps"] > 0 and "variant score.scorer.flip=false; ray.worker_calls=2" in out
-    assert "variant0_marginal_fps" in res and "fixed start" in out
+    assert "variant0_marginal_fps" in res and "fixed start" in out and "for 4 frames" in out
     assert out.count("same face count on 2/2 frames") == 2  # CPU parity is exact
     assert "'align_s'" in out and "ratio" in out and "'fps_after_first'" in out

@@ -119,28 +119,29 @@ def edc_run(tmp_path_factory):
     """Every shared photo of a named person (23; the partial faces left out) plus 10
     degraded copies of each (blur, noise, JPEG, downscale, exposure; two strengths each):
     about 5,000 genuine pairs, 11% of them failing at the start."""
-    from face_iqa.recognition_eval import build_degraded_set
-
     d = tmp_path_factory.mktemp("edc")
     with open(shared_path("faces.csv"), newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["identity"] and "partial" not in r["file"]]
-    photos = [(shared_path(r["file"]), r["identity"]) for r in rows]
-    ids = build_degraded_set(photos, d / "set")
-    ids.to_csv(d / "identities.csv", index=False)
-    assert (
-        main(
-            [
-                "eval-recognition",
-                "--identities",
-                str(d / "identities.csv"),
-                "--out",
-                str(d / "edc"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
+    photos = pd.DataFrame(
+        {
+            "path": [str(shared_path(r["file"])) for r in rows],
+            "identity": [r["identity"] for r in rows],
+        }
     )
+    photos.to_csv(d / "photos.csv", index=False)
+    args = ["eval-recognition", "--identities", str(d / "photos.csv"), "--degraded"]
+    assert main([*args, "--out", str(d / "edc"), "--device", "cpu"]) == 0
+    # --degraded: each photo and its 10 copies, named by the photo's row
+    copies = sorted((d / "edc" / "degraded").glob("*.png"))
+    assert len(copies) == 11 * len(photos)
+    ids = pd.DataFrame(
+        {
+            "path": [str(p) for p in copies],
+            "identity": [photos["identity"][int(p.name[:3])] for p in copies],
+        }
+    )
+    ids.to_csv(d / "identities.csv", index=False)
+    assert set(pd.read_parquet(d / "edc" / "faces.parquet")["path"]) == set(ids["path"])
     return d / "edc"
 
 
@@ -189,7 +190,7 @@ def test_calibrate_for_a_target_fnmr(edc_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_recognition_from_a_pairs_file(edc_run, tmp_path):
+def test_eval_recognition_from_a_pairs_file(edc_run, tmp_path, capsys):
     """``--pairs a,b,same`` (relative paths resolved from the file's folder) gives the same
     kind of table; pairs naming an image without a face are left out, not fatal."""
     ids = pd.read_csv(edc_run.parent / "identities.csv")
@@ -204,24 +205,24 @@ def test_eval_recognition_from_a_pairs_file(edc_run, tmp_path):
     cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
     rows.append({"a": "blank.png", "b": ids["path"].iloc[0], "same": 0})
     pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
-    assert (
-        main(
-            [
-                "eval-recognition",
-                "--pairs",
-                str(tmp_path / "pairs.csv"),
-                "--out",
-                str(tmp_path / "out"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    from face_iqa.scorer import default_checkpoint
+
+    args = ["eval-recognition", "--pairs", str(tmp_path / "pairs.csv"), "--device", "cpu"]
+    twin = f"twin={default_checkpoint()}"  # the first model again, as a compared one
+    assert main([*args, "--out", str(tmp_path / "out"), "--compare", twin]) == 0
     table = pd.read_csv(tmp_path / "out" / "edc.csv")
     assert len(table) == 20 and (table.drop(columns="discarded").to_numpy() <= 1).all()
     faces = pd.read_parquet(tmp_path / "out" / "faces.parquet")
     assert not faces.loc[faces["path"].str.endswith("blank.png"), "ok"].any()
+    # a compared model is one more measure; the same model twice gives the same curve
+    ok = faces[faces["ok"]]
+    assert ok["twin"].notna().all() and np.array_equal(ok["twin"], ok["hyperiqa"])
+    assert np.array_equal(table["twin"], table["hyperiqa"])
+    assert "twin" in pd.read_csv(tmp_path / "out" / "pair_quality.csv").columns
+    capsys.readouterr()
+    for bad in ("hyperiqa=x.pt", "twin", "a b=x.pt"):
+        assert main([*args, "--out", str(tmp_path / "bad"), "--compare", bad]) != 0
+        assert f"--compare {bad!r}" in capsys.readouterr().err
 
 
 def test_threshold_table_on_a_constructed_set():

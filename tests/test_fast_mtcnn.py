@@ -53,21 +53,26 @@ def test_parity_on_every_shared_image(nets, fast, faces_csv):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("video", ["short_hamilton_clip.mp4", "facenet_example.mp4"])
-def test_parity_on_every_video_frame(nets, fast, video):
+@pytest.mark.parametrize(
+    "video,stride,want", [("short_hamilton_clip.mp4", 1, 275), ("facenet_example.mp4", 3, 35)]
+)
+def test_parity_on_video_frames(nets, fast, video, stride, want):
+    """Every frame of the stage clip; every third of the 1080p group video (the reference
+    detector takes a second a frame there; neighbouring frames differ little)."""
     cap = cv2.VideoCapture(str(shared_path("videos", video)))
-    frames, n_frames, n_faces = [], 0, 0
+    frames, n_frames, n_faces, index = [], 0, 0, 0
     while True:
         ok, bgr = cap.read()
-        if ok:
+        if ok and index % stride == 0:
             frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        index += 1
         if len(frames) == 8 or (not ok and frames):
             n_faces += _compare(np.stack(frames), nets, fast, f"{video} @{n_frames}")
             n_frames += len(frames)
             frames = []
         if not ok:
             break
-    assert n_frames == {"short_hamilton_clip.mp4": 275, "facenet_example.mp4": 105}[video]
+    assert n_frames == want
     assert n_faces > n_frames  # several faces a frame: the comparison was not vacuous
 
 
