@@ -85,3 +85,29 @@ def test_frontalness_falls_as_the_head_turns():
     assert all(a > b for a, b in zip(values, values[1:]))
     rolled = frontal @ np.array([[0.8, -0.6], [0.6, 0.8]])  # a tilted frontal face
     assert frontalness(rolled) == pytest.approx(1.0)
+
+
+def test_eval_recognition_on_three_real_clips_with_a_compared_model(tmp_path):
+    """The command on three one-person clips: every measure's EDC column and best-shot row,
+    faces of one clip at least --min-gap frames apart, and a compared model (the first one
+    again) giving the first one's curve."""
+    from face_iqa.scorer import default_checkpoint
+    from face_iqa.video_eval import VIDEO_MEASURES
+    from pipeline.cli import main
+    from tests.conftest import shared_path
+
+    args = ["eval-recognition", "--clips", str(shared_path("clips.csv")), "--device", "cpu"]
+    args += ["--persons", "liveportrait_driving_d0", "retalking_5", "liveportrait_source_s13"]
+    args += ["--per-identity", "5", "--min-gap", "12", "--out", str(tmp_path)]
+    assert main([*args, "--compare", f"twin={default_checkpoint()}"]) == 0
+    table = pd.read_csv(tmp_path / "edc.csv")
+    assert set(table.columns) == {"discarded", *VIDEO_MEASURES, "twin"}
+    assert np.array_equal(table["twin"], table["hyperiqa"])
+    faces = pd.read_parquet(tmp_path / "faces.parquet")
+    assert faces["identity"].nunique() == 3 and faces.groupby("identity").size().max() <= 5
+    for _, g in faces.groupby("identity"):
+        assert np.diff(np.sort(g["frame_index"].to_numpy())).min() >= 12
+    best = pd.read_csv(tmp_path / "best_shot.csv").set_index("measure")
+    assert {*VIDEO_MEASURES, "twin", "best_possible"} <= set(best.index)
+    assert best.loc["twin", "match_rate"] == best.loc["hyperiqa", "match_rate"]
+    assert (best["match_rate"] <= best.loc["best_possible", "match_rate"] + 1e-12).all()
