@@ -157,8 +157,8 @@ def weights_map(
         and res["silhouette_person"] > res["silhouette_quality"]
     )
     res["lines"] = [
-        f"{n} faces; the {int(repeated.sum())} of the {res['persons']} persons with two faces or "
-        "more compared",
+        f"{n} faces; {int(repeated.sum())} compared (those of the {res['persons']} persons "
+        "with two faces or more)",
         f"  nearest-neighbour person accuracy: generated weights {res['nn_person_weights']:.1%}, "
         f"quality score {res['nn_person_score']:.1%}",
         f"  silhouette of the weights by person {res['silhouette_person']:.3f}, by quality "

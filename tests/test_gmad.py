@@ -126,6 +126,6 @@ def test_weights_map_on_constructed_faces(tiny_checkpoint, tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     assert len(pd.read_csv(tmp_path / "weights_map.csv")) == 20
     assert res["faces"] == 20 and res["persons"] == 3
-    assert res["lines"][0].startswith("20 faces; 18 of 3 persons")
+    assert res["lines"][0].startswith("20 faces; 18 compared (those of the 3 persons")
     assert 0 <= res["nn_person_weights"] <= 1 and -1 <= res["silhouette_person"] <= 1
     assert "content, not quality" in res["lines"][3]
