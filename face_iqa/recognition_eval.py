@@ -49,12 +49,12 @@ def sharpness(crop: np.ndarray) -> float:
 
 
 def describe_faces(
-    paths: Sequence[str | Path], detector, scorer, recognizer, seed: int = 0, others=None
+    paths: Sequence[str | Path], detector, scorers, recognizer, seed: int = 0
 ) -> pd.DataFrame:
     """One row per image: its main (largest) face's measures and dlib descriptor.
 
-    ``others``: ``{name: scorer}``, more models, each scored into its own column beside
-    ``hyperiqa`` (the first scorer's).
+    ``scorers``: ``{column: scorer}``, each model's scores in its own column (the model
+    under test as ``hyperiqa``).
 
     Images without a face or that fail to load get ``ok=False`` and an ``error``; they take
     no part in comparisons (a recognition system would reject them too).
@@ -97,13 +97,13 @@ def describe_faces(
         rows.append(row)
         crops.append((len(rows) - 1, crop))
     df = pd.DataFrame(rows)
-    scorers = {"hyperiqa": scorer, **(others or {})}
     for name in scorers:
         df[name] = np.nan
     if crops:
+        rows_ok = [i for i, _ in crops]
         stack = np.stack([c for _, c in crops])
         for name, score in scorers.items():
-            df.loc[[i for i, _ in crops], name] = score(stack)
+            df.loc[rows_ok, name] = score(stack)
     return df
 
 

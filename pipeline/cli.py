@@ -472,17 +472,17 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         plot_edc,
         threshold_table,
     )
-    from face_iqa.scorer import ScorerConfig, build_scorer
     from face_iqa.utility import DlibRecognizer
     from pipeline.writers import check_writable_dir, write_parquet
 
     out = check_writable_dir(args.out)
-    if args.clips or args.videos:
-        return _eval_footage(args, out)
-    if not (args.pairs or args.identities):
-        raise ValueError("give --pairs, --identities, --clips or --videos")
     if args.degraded and not args.identities:
         raise ValueError("--degraded needs --identities")
+    if not (args.pairs or args.identities or args.clips or args.videos):
+        raise ValueError("give --pairs, --identities, --clips or --videos")
+    scorers = _scorers(args)  # the checkpoints load and the names are checked before any work
+    if args.clips or args.videos:
+        return _eval_footage(args, out, scorers)
     if args.identities:
         ids = pd.read_csv(args.identities)
         if not {"path", "identity"} <= set(ids.columns):
@@ -503,10 +503,8 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
         pairs["same"] = pairs["same"].astype(bool)
         paths = list(dict.fromkeys([*pairs["a"], *pairs["b"]]))
     detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
-    scorer = build_scorer(ScorerConfig(checkpoint=args.checkpoint, device=args.device))
-    others = _compared(args, MEASURES)
-    measures = (*MEASURES, *others)
-    faces = describe_faces(paths, detector, scorer, DlibRecognizer(), others=others)
+    measures = (*MEASURES, *list(scorers)[1:])
+    faces = describe_faces(paths, detector, scorers, DlibRecognizer())
     table, threshold = edc_table(
         faces, pairs, fmr=args.fmr, threshold=args.threshold, measures=measures
     )
@@ -537,33 +535,36 @@ def _cmd_eval_recognition(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compared(args: argparse.Namespace, taken: tuple[str, ...]) -> dict:
-    """``--compare NAME=CHECKPOINT ...`` as ``{NAME: scorer}``, names checked."""
+def _scorers(args: argparse.Namespace) -> dict:
+    """``{"hyperiqa": the --checkpoint model, NAME: model ...}`` with ``--compare
+    NAME=CHECKPOINT ...``; a name may not be one of the simple measures'."""
     from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.video_eval import VIDEO_MEASURES
 
-    out = {}
+    wanted = {"hyperiqa": args.checkpoint}
     for item in args.compare:
         name, sep, ckpt = item.partition("=")
         if not sep or not name or not ckpt:
             raise ValueError(f"--compare {item!r}: expected NAME=CHECKPOINT")
-        if name in taken or name in out or not name.replace("_", "").isalnum():
+        if name in VIDEO_MEASURES or name in wanted or not name.replace("_", "").isalnum():
             raise ValueError(f"--compare {item!r}: {name!r} is taken or not a plain name")
-        out[name] = build_scorer(ScorerConfig(checkpoint=ckpt, device=args.device))
-    return out
+        wanted[name] = ckpt
+    return {
+        n: build_scorer(ScorerConfig(checkpoint=c, device=args.device)) for n, c in wanted.items()
+    }
 
 
 def _operating_point(args: argparse.Namespace) -> str:
     return "given" if args.threshold is not None else f"FMR {args.fmr:g}"
 
 
-def _eval_footage(args: argparse.Namespace, out: Path) -> int:
+def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
     """``eval-recognition --clips/--videos``: the EDC and the best-shot measure on real
     footage (see :mod:`face_iqa.video_eval`)."""
     import pandas as pd
 
     from face_iqa.detect import DetectorConfig, build_detector
     from face_iqa.recognition_eval import edc_table, pauc, plot_edc
-    from face_iqa.scorer import ScorerConfig, build_scorer
     from face_iqa.utility import DlibRecognizer
     from face_iqa.video_eval import (
         VIDEO_MEASURES,
@@ -576,9 +577,7 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
     from pipeline.writers import write_parquet
 
     detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
-    scorer = build_scorer(ScorerConfig(checkpoint=args.checkpoint, device=args.device))
-    others = _compared(args, VIDEO_MEASURES)
-    measures = (*VIDEO_MEASURES, *others)
+    measures = (*VIDEO_MEASURES, *list(scorers)[1:])
     recognizer = DlibRecognizer()
     tables, crops = [], []
     if args.clips:
@@ -607,9 +606,8 @@ def _eval_footage(args: argparse.Namespace, out: Path) -> int:
         for v, i, t in zip(faces["video"], faces["frame_index"], faces["track_id"])
     ]
     stack = np.stack(crops)
-    faces["hyperiqa"] = scorer(stack)
-    for name, other in others.items():
-        faces[name] = other(stack)
+    for name, score in scorers.items():
+        faces[name] = score(stack)
     faces["random"] = np.random.default_rng(0).random(len(faces))
     desc, ok = [], []
     for crop in stack:
