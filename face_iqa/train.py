@@ -734,22 +734,36 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
 
 
 def evaluate(
-    labels: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | pd.DataFrame,
     checkpoint: str | os.PathLike[str] | None,
     device: str = "auto",
     batch_size: int = 64,
     flip: bool = True,
 ) -> dict[str, float]:
-    """SRCC, PLCC, KRCC and RMSE of a checkpoint on a labelled set of face crops (labels
-    normalised to [0, 100] as for training), scored like the pipeline scores (each crop
-    averaged with its mirror image; ``flip=False``: the network alone)."""
+    """SRCC, PLCC, KRCC and RMSE of a checkpoint on a labelled set of face crops (a file,
+    labels normalised to [0, 100] as for training, or a table of ``path`` and ``score`` such
+    as :func:`split_table` gives), scored like the pipeline scores (each crop averaged with
+    its mirror image; ``flip=False``: the network alone)."""
     dev = resolve_device(device)
     model, card = build_model(checkpoint or default_checkpoint(), device=dev)
     model = model.to(memory_format=torch.channels_last)
-    ls = load_labelled(labels)
-    ds = _FaceDataset(ls.table, card.input_size, card.mean, card.std, None, 0)
+    table = labels if isinstance(labels, pd.DataFrame) else load_labelled(labels).table
+    ds = _FaceDataset(table, card.input_size, card.mean, card.std, None, 0)
     pred = predict(model, _loader(ds, batch_size, False, 0, 0), dev, flip=flip)
     return iqa_metrics(pred, ds.scores)
+
+
+def split_table(cfg: TrainConfig, split: str, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """The faces a training run with ``cfg`` puts in ``split`` (train, val or test): its data
+    resolved and split exactly as :func:`train` does (a synthetic or footage set is built
+    first if its folder holds none), so a model can be tested on another recipe's split."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, not {split!r}")
+    table, _ = _resolve_data(cfg, log)
+    part = table[table["split"] == split].reset_index(drop=True)
+    if part.empty:
+        raise ValueError(f"the {split} split of this training config is empty")
+    return part
 
 
 def _plain(v):

@@ -201,9 +201,14 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="SRCC/PLCC/KRCC/RMSE of a model on a labelled set")
     e.add_argument(
         "--data",
-        required=True,
         metavar="FILE",
         help="CSV/Parquet of path,score (paths are face crops)",
+    )
+    e.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        help="instead of --data: this split of the training data of --config, split as "
+        "`faceiqa train` splits it (e.g. another recipe's held-out identities)",
     )
     e.add_argument("--checkpoint", help="default: the embedded face model")
     e.add_argument("--device", default="auto")
@@ -212,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score the crops alone (default: averaged with their mirror images, as `run` does)",
     )
+    _add_config_args(e)
 
     lf = sub.add_parser(
         "label-footage", help="label one-person clips' faces by how well recognition matches them"
@@ -423,9 +429,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from face_iqa.train import evaluate
+    from face_iqa.train import TrainConfig, evaluate, split_table
+    from pipeline.config import load_into
 
-    m = evaluate(args.data, args.checkpoint, device=args.device, flip=not args.no_flip)
+    if (args.data is None) == (args.split is None):
+        raise ValueError("give --data FILE, or --split with a training --config")
+    if args.split is None and (args.config or args.sets):
+        raise ValueError("--config/--set go with --split (they name the training data)")
+    data = args.data
+    if args.split is not None:
+        if not args.config:
+            raise ValueError("--split needs the training --config whose data it splits")
+        data = split_table(load_into(TrainConfig, args.config, args.sets), args.split)
+        print(
+            f"{args.config}: {len(data)} faces of {data['identity'].nunique()} identities "
+            f"in the {args.split} split"
+        )
+    m = evaluate(data, args.checkpoint, device=args.device, flip=not args.no_flip)
     print("  ".join(f"{k.upper()} {v:.4f}" for k, v in m.items()))
     return 0
 

@@ -60,7 +60,7 @@ def test_every_command_line_parses_and_its_preset_loads(monkeypatch):
         args = _parser().parse_args(argv)
         seen.add(args.command)
         if getattr(args, "config", None) and args.config.startswith("configs/"):
-            if args.command == "train":
+            if args.command in ("train", "eval"):  # eval --split: a training config
                 load_into(TrainConfig, REPO / args.config)
             else:
                 load_config(REPO / args.config)

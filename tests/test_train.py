@@ -164,6 +164,30 @@ def test_labelled_set_normalises_and_splits_by_identity(tmp_path):
         load_labelled(bad)
 
 
+def test_eval_split_scores_exactly_the_split_training_holds_out(tmp_path, capsys):
+    """`faceiqa eval --config C --split test` tests on the faces `faceiqa train --config C`
+    holds out (grouped by identity, the same seed), not on a file the user has to make."""
+    labels = _synthetic_labelled(tmp_path)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        f"data:\n  labels: {labels}\n  val_fraction: 0.2\n  test_fraction: 0.3\n  split_seed: 5\n"
+    )
+    expected = assign_splits(load_labelled(labels).table, 0.2, 0.3, 5)
+    test = expected[expected["split"] == "test"]
+    assert 0 < len(test) < len(expected)
+    assert not set(test["identity"]) & set(expected.loc[expected["split"] == "train", "identity"])
+    assert main(["eval", "--config", str(cfg), "--split", "test", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    n_ids = test["identity"].nunique()
+    assert f"{len(test)} faces of {n_ids} identities in the test split" in out
+    srcc = float(out.split("SRCC ")[1].split()[0])
+    alone = tmp_path / "test_rows.csv"
+    test[["path", "score"]].to_csv(alone, index=False)
+    assert srcc == pytest.approx(evaluate(alone, None, device="cpu")["srcc"], abs=1e-4)
+    assert main(["eval", "--split", "test"]) != 0  # no --config: nothing to split
+    assert "--config" in capsys.readouterr().err
+
+
 def test_cluster_identities():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, 128), rng.normal(0, 1, 128)
