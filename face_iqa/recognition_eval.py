@@ -163,13 +163,15 @@ def threshold_table(
     threshold: float,
     levels: Sequence[float] = (10.0, 20.0, 35.0, 50.0, 70.0),
     measure: str = "hyperiqa",
+    rule: str = "min_quality",
 ) -> pd.DataFrame:
-    """What a ``min_quality`` means on this set: for each level, the share of described
-    faces at or above it, the share of genuine pairs whose two faces both are, and the FNMR
-    of those pairs at the fixed distance ``threshold`` (from :func:`edc_table`).
+    """What a ``min_quality`` (or another rule on ``measure``, named ``rule``) means on this
+    set: for each level, the share of described faces at or above it, the share of genuine
+    pairs whose two faces both are, and the FNMR of those pairs at the fixed distance
+    ``threshold`` (from :func:`edc_table`).
 
-    Columns: ``min_quality``, ``faces_kept``, ``genuine_pairs_kept``, ``fnmr``
-    (NaN where no genuine pair is left).
+    Columns: ``rule`` (``min_quality`` unless told), ``faces_kept``,
+    ``genuine_pairs_kept``, ``fnmr`` (NaN where no genuine pair is left).
     """
     f = faces[faces["ok"]].set_index("path")
     g = pairs[pairs["same"].astype(bool) & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
@@ -181,12 +183,12 @@ def threshold_table(
     low = np.minimum(f.loc[g["a"], measure].to_numpy(float), f.loc[g["b"], measure].to_numpy(float))
     q = f[measure].to_numpy(float)
     rows = []
-    for t in [0.0, *levels]:
-        kept = low >= t
+    for t in [0.0, *levels]:  # the first row: no rule (0 turns every rule off)
+        kept = low >= t if t else np.ones(len(low), bool)
         rows.append(
             {
-                "min_quality": float(t),
-                "faces_kept": float((q >= t).mean()),
+                rule: float(t),
+                "faces_kept": float((q >= t).mean()) if t else 1.0,
                 "genuine_pairs_kept": float(kept.mean()),
                 "fnmr": float((dist[kept] > threshold).mean()) if kept.any() else float("nan"),
             }

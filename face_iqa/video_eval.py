@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from face_iqa.align import align_face, crop_box, landmarks_plausible
+from face_iqa.pose import frontalness
 from face_iqa.recognition_eval import sharpness
 
 __all__ = [
@@ -74,21 +75,6 @@ def face_crop(img: np.ndarray, box, landmarks, size: int = 224) -> np.ndarray:
     if landmarks_plausible(box, lm):
         return align_face(img, lm, size)[0]
     return crop_box(img, box, size)[0]
-
-
-def frontalness(landmarks: np.ndarray) -> float:
-    """1 for a frontal face, lower as it turns: one minus the nose's offset from the middle
-    of the eyes and from the middle of the mouth corners, in eye distances (``landmarks``:
-    5x2, left eye, right eye, nose, left and right mouth corner)."""
-    lm = np.asarray(landmarks, np.float64).reshape(5, 2)
-    eyes = lm[1] - lm[0]
-    d = float(np.hypot(*eyes))
-    if d < 1e-6:
-        return 0.0
-    axis = eyes / d  # along the eye line, so roll does not count
-    off_eyes = abs(float(np.dot(lm[2] - (lm[0] + lm[1]) / 2, axis)))
-    off_mouth = abs(float(np.dot(lm[2] - (lm[3] + lm[4]) / 2, axis)))
-    return 1.0 - (off_eyes + off_mouth) / d
 
 
 def sample_video_faces(

@@ -584,7 +584,8 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
     import pandas as pd
 
     from face_iqa.detect import DetectorConfig, build_detector
-    from face_iqa.recognition_eval import edc_table, pauc, plot_edc
+    from face_iqa.pose import POSE_LEVELS
+    from face_iqa.recognition_eval import edc_table, pauc, plot_edc, threshold_table
     from face_iqa.utility import DlibRecognizer
     from face_iqa.video_eval import (
         VIDEO_MEASURES,
@@ -646,6 +647,10 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
     plot_edc(table, out / "edc.png", title=f"EDC (video) at FMR {args.fmr:g}")
     best = best_shot_table(faces[faces["ok"]].set_index("path"), pairs, threshold, measures)
     best.to_csv(out / "best_shot.csv", index=False)
+    pose = threshold_table(
+        faces, pairs, threshold, POSE_LEVELS, measure="frontalness", rule="min_frontalness"
+    )
+    pose.to_csv(out / "pose_thresholds.csv", index=False)
     write_parquet(faces.drop(columns=["descriptor"]), out / "faces.parquet")
     n_gen = int(pairs["same"].sum())
     print(
@@ -661,7 +666,15 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
             f"  best shot {r.measure:<14} matched {r.matched:6.1%} of {r.identities} identities; "
             f"matches {r.match_rate:6.1%} of the person's other faces"
         )
-    print(f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'best_shot.csv'}")
+    for r in pose.itertuples():
+        print(
+            f"  min_frontalness {r.min_frontalness:.1f}: keeps {r.faces_kept:6.1%} of the faces, "
+            f"{r.genuine_pairs_kept:6.1%} of the genuine pairs, FNMR {r.fnmr:.3f}"
+        )
+    print(
+        f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'best_shot.csv'}, "
+        f"{out / 'pose_thresholds.csv'}"
+    )
     return 0
 
 

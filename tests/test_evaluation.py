@@ -244,3 +244,10 @@ def test_threshold_table_on_a_constructed_set():
     assert t.loc[35.0, "fnmr"] == 0.0 and t.loc[35.0, "genuine_pairs_kept"] == pytest.approx(1 / 3)
     assert t.loc[35.0, "faces_kept"] == 0.75
     assert np.isnan(t.loc[70.0, "fnmr"]) and t.loc[70.0, "faces_kept"] == 0.5
+    # another rule on another measure: level 0 is no rule, even with values below 0
+    faces["frontalness"] = [0.9, -0.3, 0.95, 0.8]
+    p = threshold_table(
+        faces, pairs, 0.5, (0.5,), measure="frontalness", rule="min_frontalness"
+    ).set_index("min_frontalness")
+    assert p.loc[0.0, "faces_kept"] == 1.0 and p.loc[0.0, "fnmr"] == pytest.approx(2 / 3)
+    assert p.loc[0.5, "faces_kept"] == 0.75 and p.loc[0.5, "fnmr"] == 1.0  # a1-a3 is left

@@ -119,6 +119,11 @@ def test_score_stage_adds_quality(tiny_ckpt):
     assert np.isfinite(out["quality"][:2]).all() and np.isnan(out["quality"][2])
     assert list(out["status"]) == ["ok", "ok", "no_face"]
     assert "crop" in out and (out["score_s"] >= 0).all()
+    # the pose of each face from its own landmarks; none for the frame without a face
+    from face_iqa.pose import frontalness
+
+    assert out["frontalness"][:2] == pytest.approx([frontalness(m) for m in faces["landmarks"][:2]])
+    assert (out["frontalness"][:2] > 0.5).all() and np.isnan(out["frontalness"][2])
 
 
 def test_score_cli(tmp_path, tiny_ckpt, capsys):

@@ -67,6 +67,25 @@ def test_exposure_rule_and_its_absence():
     assert frames.loc[0, "reason"] == "no face passes (exposure 10 < 50 (under-exposed))"
 
 
+def test_frontalness_rule_off_by_default_and_its_reason():
+    """A turned face is rejected with its own reason once ``min_frontalness`` is set; at the
+    default 0 no face is, not even one in profile (frontalness below 0); NaN: not ruled on."""
+    batch = {c: FACES[c].to_numpy() for c in FACES.columns}
+    batch["frontalness"] = np.array([0.4, 0.9, 0.9, np.nan, np.nan, np.nan, -0.2])
+    off = ThresholdStage(ThresholdConfig(min_quality=10, min_exposure=0))(batch)
+    assert list(off["face_pass"]) == [True, True, True, False, False, True, True]
+    on = ThresholdStage(ThresholdConfig(min_quality=10, min_exposure=0, min_frontalness=0.7))
+    out = on(batch)
+    assert list(out["face_pass"]) == [False, True, True, False, False, True, False]
+    assert out["face_reason"][0] == "frontalness 0.40 < 0.7 (turned head)"
+    faces, frames = on.decide(FACES.assign(frontalness=batch["frontalness"]))
+    assert (
+        frames.set_index(["source", "frame_index"])
+        .loc[("w", 0), "reason"]
+        .startswith("no face passes (frontalness -0.20 < 0.7")
+    )
+
+
 def test_frame_rules():
     any_f = ThresholdStage(ThresholdConfig(min_quality=40)).decide(FACES)[1]
     assert list(any_f.columns) == FRAME_COLUMNS
@@ -122,6 +141,8 @@ def test_top_k_and_quantile_per_source():
         {"max_faces": 0},
         {"min_exposure": -1.0},
         {"min_exposure": 300.0},
+        {"min_frontalness": -0.1},
+        {"min_frontalness": 1.5},
     ],
 )
 def test_bad_config(bad):

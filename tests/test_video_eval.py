@@ -85,6 +85,14 @@ def test_frontalness_falls_as_the_head_turns():
     assert all(a > b for a, b in zip(values, values[1:]))
     rolled = frontal @ np.array([[0.8, -0.6], [0.6, 0.8]])  # a tilted frontal face
     assert frontalness(rolled) == pytest.approx(1.0)
+    # a stack of faces gives each face's value; no landmarks (NaN) give NaN, not 1 or 0
+    profile = frontal.copy()
+    profile[2, 0] += 40  # the nose beyond the eye: seen from the side
+    stack = np.stack([frontal, rolled, profile, np.full((5, 2), np.nan), np.zeros((5, 2))])
+    got = frontalness(stack)
+    assert got.shape == (5,) and got[:2] == pytest.approx([1.0, 1.0])
+    assert got[2] == pytest.approx(frontalness(profile)) and got[2] < 0
+    assert np.isnan(got[3]) and got[4] == 0.0
 
 
 def test_eval_recognition_on_three_real_clips_with_a_compared_model(tmp_path):
@@ -111,3 +119,11 @@ def test_eval_recognition_on_three_real_clips_with_a_compared_model(tmp_path):
     assert {*VIDEO_MEASURES, "twin", "best_possible"} <= set(best.index)
     assert best.loc["twin", "match_rate"] == best.loc["hyperiqa", "match_rate"]
     assert (best["match_rate"] <= best.loc["best_possible", "match_rate"] + 1e-12).all()
+    # what each min_frontalness would keep: level 0 is no rule, stricter levels keep fewer
+    from face_iqa.pose import POSE_LEVELS
+
+    pose = pd.read_csv(tmp_path / "pose_thresholds.csv")
+    assert list(pose["min_frontalness"]) == [0.0, *POSE_LEVELS]
+    assert pose["faces_kept"].iloc[0] == 1.0 and pose["faces_kept"].is_monotonic_decreasing
+    kept = faces[faces["ok"]]
+    assert pose["faces_kept"].iloc[-1] == pytest.approx((kept["frontalness"] >= 0.9).mean())

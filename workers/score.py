@@ -1,4 +1,4 @@
-"""Quality stage: adds the ``quality`` and ``exposure`` columns to a face batch."""
+"""Quality stage: adds the ``quality``, ``exposure`` and ``frontalness`` columns to a face batch."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from face_iqa.exposure import face_exposure
+from face_iqa.pose import frontalness
 from face_iqa.schema import STATUS_ERROR, STATUS_OK, check_batch
 from face_iqa.scorer import Scorer, ScorerConfig, build_scorer
 
@@ -24,7 +25,9 @@ class ScoreStage:
 
     Adds ``quality`` (``float32``, the model's score range; NaN on rows without a face or
     with an error), ``exposure`` (0-255, how bright the inner face's highlights are,
-    :func:`face_iqa.exposure.face_exposure`; NaN likewise) and ``score_s`` (each row's
+    :func:`face_iqa.exposure.face_exposure`; NaN likewise), ``frontalness`` (1 frontal, lower
+    as the head turns, from the ``landmarks`` column, :func:`face_iqa.pose.frontalness`; NaN
+    on rows without a face or without that column) and ``score_s`` (each row's
     share of the model's time for this batch). Rows keep their order; the ``crop`` column
     is kept for later stages (writers drop it).
     """
@@ -71,5 +74,13 @@ class ScoreStage:
         out["error"] = error.astype(str)
         out["quality"] = quality
         out["exposure"] = exposure
+        pose = np.full(n, np.nan, np.float32)
+        if "landmarks" in batch and len(ok):
+            lms = np.asarray(batch["landmarks"])
+            if lms.dtype == object:
+                lms = np.stack(list(lms))
+            pose[ok] = frontalness(np.asarray(lms, np.float64)[ok])
+        pose[status != STATUS_OK] = np.nan
+        out["frontalness"] = pose
         out["score_s"] = np.full(n, (time.perf_counter() - t0) / max(n, 1), np.float64)
         return out

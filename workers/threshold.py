@@ -43,6 +43,10 @@ class ThresholdConfig:
     min_exposure: faces whose ``exposure`` (0-255: the 95th percentile of the inner face's
         luma, :mod:`face_iqa.exposure`) is below are rejected as under-exposed. Rows
         without an ``exposure`` column (a custom score stage) are not ruled on.
+    min_frontalness: faces whose ``frontalness`` (1 frontal, lower as the head turns, from
+        the landmarks, :mod:`face_iqa.pose`; below 0 in profile) is below are rejected as
+        turned away; 0 turns the rule off. On real footage turned heads are the commonest failure to match
+        (``configs/recognition.yaml`` sets 0.7). Rows without the value are not ruled on.
     frame_rule: ``any`` (keep a frame if any face passes), ``all`` (every face passes),
         ``largest`` (its largest face passes).
     max_faces: reject frames with more faces than this (``null``: no limit).
@@ -62,6 +66,7 @@ class ThresholdConfig:
     min_face_size: float = 0.0
     min_det_prob: float = 0.0
     min_exposure: float = 50.0
+    min_frontalness: float = 0.0
     frame_rule: str = "any"
     max_faces: int | None = None
     policy: str = "all"
@@ -89,6 +94,10 @@ class ThresholdConfig:
             raise ValueError(f"threshold.quantile must be in [0, 1], got {self.quantile}")
         if not 0.0 <= self.min_exposure <= 255.0:
             raise ValueError(f"threshold.min_exposure must be in [0, 255], got {self.min_exposure}")
+        if not 0.0 <= self.min_frontalness <= 1.0:
+            raise ValueError(
+                f"threshold.min_frontalness must be in [0, 1], got {self.min_frontalness}"
+            )
         if self.max_faces is not None and self.max_faces < 1:
             raise ValueError(f"threshold.max_faces must be >= 1 or null, got {self.max_faces}")
 
@@ -106,12 +115,16 @@ class ThresholdStage:
         face_size: np.ndarray,
         det_prob: np.ndarray,
         exposure: np.ndarray | None = None,
+        frontalness: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(passes, reason)`` per face row (``exposure`` NaN or absent: not ruled on)."""
+        """``(passes, reason)`` per face row (``exposure`` or ``frontalness`` NaN or absent:
+        that rule is not applied)."""
         c = self.cfg
         n = len(status)
         if exposure is None:
             exposure = np.full(n, np.nan)
+        if frontalness is None:
+            frontalness = np.full(n, np.nan)
         passes = np.zeros(n, bool)
         reason = np.empty(n, object)
         for i in range(n):
@@ -129,6 +142,10 @@ class ThresholdStage:
                 reason[i] = f"det_prob {det_prob[i]:.3f} < {c.min_det_prob:g}"
             elif exposure[i] < c.min_exposure:
                 reason[i] = f"exposure {exposure[i]:.0f} < {c.min_exposure:g} (under-exposed)"
+            elif c.min_frontalness > 0 and frontalness[i] < c.min_frontalness:
+                reason[i] = (
+                    f"frontalness {frontalness[i]:.2f} < {c.min_frontalness:g} (turned head)"
+                )
             else:
                 passes[i] = True
                 reason[i] = "pass"
@@ -143,6 +160,7 @@ class ThresholdStage:
             np.asarray(batch["face_size"], np.float64),
             np.asarray(batch["det_prob"], np.float64),
             np.asarray(batch["exposure"], np.float64) if "exposure" in batch else None,
+            np.asarray(batch["frontalness"], np.float64) if "frontalness" in batch else None,
         )
         return out
 
@@ -166,6 +184,7 @@ class ThresholdStage:
                 f["face_size"].to_numpy(np.float64),
                 f["det_prob"].to_numpy(np.float64),
                 f["exposure"].to_numpy(np.float64) if "exposure" in f.columns else None,
+                f["frontalness"].to_numpy(np.float64) if "frontalness" in f.columns else None,
             )
         is_face = f["status"] == STATUS_OK
         f["_area"] = np.where(is_face, f["face_size"].fillna(0.0) ** 2, -1.0)
