@@ -38,6 +38,7 @@ from face_iqa.degrade import (
 )
 from face_iqa.detect import DetectorConfig, build_detector
 from face_iqa.images import load_image
+from face_iqa.pose import frontalness
 from face_iqa.utility import DlibRecognizer, distance_to_quality
 
 __all__ = [
@@ -209,6 +210,12 @@ class SyntheticConfig:
     ladder_exclude: ``fnmatch`` patterns of source file names that get no ladder (the
         configs keep the resolution-ladder photos that issue 4 measures out of training's
         ladders).
+    pose_floor, pose_full: when ``pose_floor`` is above 0, a label also counts the face's
+        pose: it is multiplied by ``clip((f - pose_floor) / (pose_full - pose_floor), 0, 1)``
+        with ``f`` the clean face's frontalness (:mod:`face_iqa.pose`), so a face turned to
+        ``pose_floor`` scores 0 however clean. Without it a clean crop is 100 in any pose,
+        as its label compares it with itself, while on real footage turned heads are the
+        commonest failure to match. Every row carries ``frontalness`` either way.
     seed: the whole set is a function of this seed and the inputs.
     """
 
@@ -227,6 +234,8 @@ class SyntheticConfig:
     ladder_rungs: int = 0
     ladder_min_side: float = 20.0
     ladder_exclude: tuple[str, ...] = ()
+    pose_floor: float = 0.0
+    pose_full: float = 0.85
     seed: int = 0
 
 
@@ -306,6 +315,7 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
                 "frame_index": frame_index,
                 "face_index": k,
                 "face_size": side,
+                "frontalness": float(frontalness(lm)),
                 "crop": crop,
                 "zoom": matrix_zoom(m),
                 "photo": photo,
@@ -375,6 +385,7 @@ def build_synthetic_set(
     rows = []
     for fi, f in enumerate(faces):
         res_d = 0.0 if curve is None else resolution_distance(f["zoom"], curve)
+        pose = pose_factor(f["frontalness"], cfg.pose_floor, cfg.pose_full)
         lo_scale = float(np.clip(f["face_size"] / cfg.crop_size, 0.5, 1.0))
         n_var = cfg.variants
         if f["photo"] and cfg.photo_variants is not None:
@@ -404,7 +415,8 @@ def build_synthetic_set(
             rows.append(
                 {
                     "path": rel,
-                    "score": float(distance_to_quality(dist + res_d)),
+                    "score": float(distance_to_quality(dist + res_d)) * pose,
+                    "frontalness": f["frontalness"],
                     "distance": dist,
                     "resolution_distance": res_d,
                     "zoom": f["zoom"],
@@ -547,4 +559,17 @@ def _cfg_dict(cfg: SyntheticConfig) -> dict:
     d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
     # the set depends on the list of degradations too: a new kind invalidates the cache
     d["degradations"] = list(DEGRADATIONS)
+    if cfg.pose_floor <= 0:  # a set without pose labels is the set of before
+        del d["pose_floor"], d["pose_full"]
     return d
+
+
+def pose_factor(f: float, floor: float, full: float) -> float:
+    """What a label keeps for a face of frontalness ``f`` (``SyntheticConfig.pose_floor``):
+    1 at ``full`` and above, 0 at ``floor`` and below, linear between; 1 when ``floor`` is
+    0 (off)."""
+    if floor <= 0:
+        return 1.0
+    if not full > floor:
+        raise ValueError(f"pose_full ({full}) must be above pose_floor ({floor})")
+    return float(np.clip((f - floor) / (full - floor), 0.0, 1.0))

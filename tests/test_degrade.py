@@ -336,3 +336,40 @@ def test_synthetic_set_ladders(tmp_path):
     assert np.allclose(lad["zoom"] * sc, clean["zoom"], rtol=0.02)
     first = load_image(tmp_path / "a" / lad["path"].iloc[0])
     assert np.abs(first.astype(float) - load_image(tmp_path / "a" / clean["path"])).max() <= 1
+
+
+def test_pose_factor_is_a_ramp_and_off_at_zero():
+    from face_iqa.datasets import pose_factor
+
+    assert pose_factor(-1.0, 0.0, 0.85) == 1.0  # off: any pose keeps its label
+    got = [pose_factor(f, 0.3, 0.8) for f in (-0.5, 0.3, 0.55, 0.8, 1.0)]
+    assert got == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+    with pytest.raises(ValueError, match="pose_full"):
+        pose_factor(0.5, 0.6, 0.6)
+
+
+@pytest.mark.slow
+def test_synthetic_set_pose_labels(tmp_path):
+    """With ``pose_floor`` each label is the pose-free label times the pose factor of its
+    clean face's frontalness; the pose-free set's cache key is the one of before."""
+    from face_iqa.datasets import SyntheticConfig, _cfg_dict, build_synthetic_set, pose_factor
+
+    imgs = (str(shared_path("images", "biden.jpg")), str(shared_path("images", "paul_rudd.jpg")))
+    base = dict(images=imgs, min_face_size=80, variants=2, seed=4)
+    plain = pd.read_parquet(
+        build_synthetic_set(SyntheticConfig(**base), tmp_path / "a", log=lambda m: None)
+    )
+    posed = pd.read_parquet(
+        build_synthetic_set(
+            SyntheticConfig(**base, pose_floor=0.9, pose_full=0.99),
+            tmp_path / "b",
+            log=lambda m: None,
+        )
+    )
+    assert len(plain) == len(posed) == 6
+    assert plain["frontalness"].equals(posed["frontalness"])
+    assert plain["frontalness"].between(0.5, 1.0).all()  # two frontal portraits
+    want = plain["score"] * [pose_factor(f, 0.9, 0.99) for f in plain["frontalness"]]
+    assert np.allclose(posed["score"], want)
+    assert not np.allclose(posed["score"], plain["score"])  # the floor is set to bite here
+    assert "pose_floor" not in _cfg_dict(SyntheticConfig(**base))
