@@ -45,8 +45,10 @@ class ThresholdConfig:
         without an ``exposure`` column (a custom score stage) are not ruled on.
     min_frontalness: faces whose ``frontalness`` (1 frontal, lower as the head turns, from
         the landmarks, :mod:`face_iqa.pose`; below 0 in profile) is below are rejected as
-        turned away; 0 turns the rule off. On real footage turned heads are the commonest failure to match
-        (``configs/recognition.yaml`` sets 0.7). Rows without the value are not ruled on.
+        turned away; 0 (the default) turns the rule off. Turned heads are the commonest
+        failure to match on real footage; ``faceiqa eval-recognition --clips/--videos``
+        writes what each level keeps there (``pose_thresholds.csv``). Rows without the
+        value are not ruled on.
     frame_rule: ``any`` (keep a frame if any face passes), ``all`` (every face passes),
         ``largest`` (its largest face passes).
     max_faces: reject frames with more faces than this (``null``: no limit).
