@@ -30,13 +30,15 @@ import pandas as pd
 
 from face_iqa.align import align_face, crop_box, landmarks_plausible
 from face_iqa.pose import frontalness
-from face_iqa.recognition_eval import sharpness
+from face_iqa.recognition_eval import edc_table, pauc, sharpness
 
 __all__ = [
     "VIDEO_MEASURES",
     "best_shot_table",
     "face_crop",
     "frontalness",
+    "identity_table",
+    "pauc_without",
     "read_clips",
     "sample_video_faces",
     "video_pairs",
@@ -257,6 +259,58 @@ def best_shot_table(
     out = pd.DataFrame(rows)
     out["identities"] = len(ok)
     return out
+
+
+def identity_table(faces: pd.DataFrame, pairs: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Where the recogniser's failures are: per identity, its described faces, genuine pairs,
+    failed genuine pairs (descriptor distance above ``threshold``), its FNMR and its share of
+    all failed genuine pairs. A pooled EDC is a ranking of pairs across identities: when one
+    identity holds most of the failures, the EDC mostly says whether a measure ranks that
+    identity's faces below everyone else's. ``faces`` and ``pairs`` as for
+    :func:`best_shot_table`. Rows: most failed pairs first (ties: by identity)."""
+    g = pairs[pairs["same"].astype(bool)]
+    g = g[g["a"].isin(faces.index) & g["b"].isin(faces.index)]
+    ident = faces["identity"].astype(str)
+    if g.empty:
+        dist = np.zeros(0)
+    else:
+        da = np.stack(faces.loc[g["a"], "descriptor"].to_numpy())
+        db = np.stack(faces.loc[g["b"], "descriptor"].to_numpy())
+        dist = np.linalg.norm(da - db, axis=1)
+    per = pd.DataFrame(
+        {"identity": ident.loc[g["a"]].to_numpy(), "failed": dist > threshold}
+    ).groupby("identity")["failed"]
+    out = pd.DataFrame({"faces": ident.value_counts()})
+    out["genuine_pairs"] = per.size().reindex(out.index).fillna(0).astype(int)
+    out["failed_pairs"] = per.sum().reindex(out.index).fillna(0).astype(int)
+    out["fnmr"] = out["failed_pairs"] / out["genuine_pairs"].where(out["genuine_pairs"] > 0)
+    total = out["failed_pairs"].sum()
+    out["share_of_failures"] = out["failed_pairs"] / total if total else 0.0
+    out = out.rename_axis("identity").reset_index()
+    return out.sort_values(["failed_pairs", "identity"], ascending=[False, True]).reset_index(
+        drop=True
+    )
+
+
+def pauc_without(
+    faces: pd.DataFrame,
+    pairs: pd.DataFrame,
+    identity: str,
+    threshold: float,
+    measures: Sequence[str],
+) -> dict[str, float]:
+    """Each measure's EDC pAUC with one identity's faces (and so its pairs) left out, at the
+    same decision threshold: does the order of the measures hold without that person?
+    ``faces`` with a ``path`` column, as for :func:`face_iqa.recognition_eval.edc_table`.
+    Empty when no genuine or no impostor pair is left."""
+    rest = faces[faces["identity"].astype(str) != str(identity)]
+    kept = set(rest["path"])
+    sub = pairs[pairs["a"].isin(kept) & pairs["b"].isin(kept)]
+    try:
+        table, _ = edc_table(rest, sub, measures=measures, threshold=threshold)
+    except ValueError:  # nothing left to rank
+        return {}
+    return {m: pauc(table, m) for m in measures}
 
 
 def track_video(video: str | Path, detector, cfg=None, stride: int = 1) -> pd.DataFrame:

@@ -590,6 +590,8 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
     from face_iqa.video_eval import (
         VIDEO_MEASURES,
         best_shot_table,
+        identity_table,
+        pauc_without,
         read_clips,
         sample_video_faces,
         track_video,
@@ -647,6 +649,8 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
     plot_edc(table, out / "edc.png", title=f"EDC (video) at FMR {args.fmr:g}")
     best = best_shot_table(faces[faces["ok"]].set_index("path"), pairs, threshold, measures)
     best.to_csv(out / "best_shot.csv", index=False)
+    ids = identity_table(faces[faces["ok"]].set_index("path"), pairs, threshold)
+    ids.to_csv(out / "identities.csv", index=False)
     pose = threshold_table(
         faces, pairs, threshold, POSE_LEVELS, measure="frontalness", rule="min_frontalness"
     )
@@ -658,9 +662,25 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
         f"{len(pairs) - n_gen} impostor pairs; threshold {threshold:.3f} ({_operating_point(args)}); "
         f"FNMR with nothing discarded {table[VIDEO_MEASURES[0]].iloc[0]:.3f}"
     )
+    failed = int(ids["failed_pairs"].sum())
+    top = ids.iloc[0]
+    without = {}  # pAUC with the identity that holds most failures left out
+    if failed:
+        print(
+            f"  failed genuine pairs: {failed} in {int((ids['failed_pairs'] > 0).sum())} of "
+            f"{len(ids)} identities; most in {top.identity} ({top.failed_pairs}, "
+            f"{top.share_of_failures:.0%})"
+        )
+    if top.share_of_failures > 0.5:
+        print(
+            "  over half of them are one identity's: the EDC mostly tells whether a measure "
+            "ranks that identity's faces below the others' (identities.csv)"
+        )
+        without = pauc_without(faces, pairs, top.identity, threshold, measures)
     scores = {m: pauc(table, m) for m in measures}
     for m in sorted(scores, key=scores.get):
-        print(f"  pAUC(0-30%) {m:<12} {scores[m]:.4f}")
+        rest_note = f"   without {top.identity}: {without[m]:.4f}" if without else ""
+        print(f"  pAUC(0-30%) {m:<12} {scores[m]:.4f}{rest_note}")
     for r in best.itertuples():
         print(
             f"  best shot {r.measure:<14} matched {r.matched:6.1%} of {r.identities} identities; "
@@ -673,7 +693,7 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
         )
     print(
         f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'best_shot.csv'}, "
-        f"{out / 'pose_thresholds.csv'}"
+        f"{out / 'identities.csv'}, {out / 'pose_thresholds.csv'}"
     )
     return 0
 

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.video_eval import best_shot_table, frontalness, video_pairs
+from face_iqa.recognition_eval import edc_table, pauc
+from face_iqa.video_eval import (
+    best_shot_table,
+    frontalness,
+    identity_table,
+    pauc_without,
+    video_pairs,
+)
 
 
 def _faces():
@@ -74,6 +81,54 @@ def test_best_shot_on_a_known_case():
     assert rate["random_pick"] == pytest.approx((3 * 2 / 3 / 4 + 1) / 2)
 
 
+def test_identity_table_says_where_the_failures_are():
+    """X's far face fails its 3 genuine pairs, Y's two faces match; Z has one face (no
+    pair). The table counts per identity and puts X first with every failure."""
+    desc = {"x0": 0.0, "x1": 0.1, "x2": 0.2, "x3": 2.0, "y0": 5.0, "y1": 5.1, "z0": 9.0}
+    faces = pd.DataFrame(
+        {"identity": ["X"] * 4 + ["Y"] * 2 + ["Z"], "frame_index": [0, 20, 40, 60, 0, 20, 0]},
+        index=list(desc),
+    )
+    faces["descriptor"] = [np.array([v]) for v in desc.values()]
+    faces["video"] = ["x.mp4"] * 4 + ["y.mp4"] * 2 + ["z.mp4"]
+    faces["kind"] = "clip"
+    pairs = video_pairs(faces.rename_axis("path").reset_index(), min_gap=10)
+    t = identity_table(faces, pairs, threshold=0.5).set_index("identity")
+    assert list(t.index) == ["X", "Y", "Z"]
+    assert t.loc["X", ["faces", "genuine_pairs", "failed_pairs"]].tolist() == [4, 6, 3]
+    assert t.loc["X", "fnmr"] == pytest.approx(0.5) and t.loc["X", "share_of_failures"] == 1.0
+    assert t.loc["Y", ["genuine_pairs", "failed_pairs"]].tolist() == [1, 0]
+    assert t.loc["Z", "genuine_pairs"] == 0 and np.isnan(t.loc["Z", "fnmr"])
+    # a stricter threshold fails more pairs, and the shares still add up to one
+    strict = identity_table(faces, pairs, threshold=0.05).set_index("identity")
+    assert strict["failed_pairs"].sum() == 6 + 1
+    assert strict["share_of_failures"].sum() == pytest.approx(1.0)
+
+
+def test_pauc_without_an_identity_ranks_the_rest():
+    """X fails on its far face x3 and Y on y2. ``good`` scores x3 and y2 lowest; ``odd``
+    scores x3 lowest but y2 highest. Without X only Y's order is left: ``good`` finds Y's
+    failures, ``odd`` does not, and the figures are the EDC of Y and Z alone."""
+    pos = {"x0": 0.0, "x1": 0.1, "x2": 0.2, "x3": 2.0, "y0": 5.0, "y1": 5.1, "y2": 7.0}
+    pos |= {"z0": 9.0, "z1": 9.1}
+    faces = pd.DataFrame({"path": list(pos), "identity": [k[0].upper() for k in pos]})
+    faces["frame_index"] = [0, 20, 40, 60, 0, 20, 40, 0, 20]
+    faces["descriptor"] = [np.array([v]) for v in pos.values()]
+    faces["video"] = faces["identity"] + ".mp4"
+    faces["kind"], faces["ok"] = "clip", True
+    faces["good"] = [3, 2, 1, 0, 2, 1, 0, 5, 5]
+    faces["odd"] = [3, 2, 1, 0, 1, 0, 9, 5, 5]
+    pairs = video_pairs(faces, min_gap=10)
+    got = pauc_without(faces, pairs, "X", 0.5, ("good", "odd"))
+    assert got["good"] < got["odd"]
+    rest = faces[faces["identity"] != "X"]
+    sub = pairs[pairs["a"].isin(rest["path"]) & pairs["b"].isin(rest["path"])]
+    table, _ = edc_table(rest, sub, measures=("good", "odd"), threshold=0.5)
+    assert got == {m: pauc(table, m) for m in ("good", "odd")}
+    # leaving out everyone but one clip leaves no impostor pair: nothing to rank
+    assert pauc_without(faces[faces["identity"] != "Z"], pairs, "Y", 0.5, ("good",)) == {}
+
+
 def test_frontalness_falls_as_the_head_turns():
     frontal = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], float)
     values = []
@@ -117,6 +172,9 @@ def test_eval_recognition_on_three_real_clips_with_a_compared_model(tmp_path):
         assert np.diff(np.sort(g["frame_index"].to_numpy())).min() >= 12
     best = pd.read_csv(tmp_path / "best_shot.csv").set_index("measure")
     assert {*VIDEO_MEASURES, "twin", "best_possible"} <= set(best.index)
+    ids = pd.read_csv(tmp_path / "identities.csv")
+    assert sorted(ids["identity"]) == sorted(faces["identity"].unique())
+    assert (ids["failed_pairs"] <= ids["genuine_pairs"]).all()
     assert best.loc["twin", "match_rate"] == best.loc["hyperiqa", "match_rate"]
     assert (best["match_rate"] <= best.loc["best_possible", "match_rate"] + 1e-12).all()
     # what each min_frontalness would keep: level 0 is no rule, stricter levels keep fewer
