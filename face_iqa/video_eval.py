@@ -318,16 +318,25 @@ def track_video(video: str | Path, detector, cfg=None, stride: int = 1) -> pd.Da
     (:func:`face_iqa.track.track_faces`, the pipeline's tracker). Returns one row per face:
     ``frame_index``, ``box``, ``landmarks``, ``det_prob``, ``track_id`` (``""`` for faces in
     no track), with ``first``/``last``, the frame span of the face's track."""
-    from face_iqa.track import track_faces
+    from face_iqa.track import (
+        SIGNATURE_BINS,
+        TrackerConfig,
+        frame_signature,
+        shot_starts,
+        track_faces,
+    )
 
+    cfg = cfg or TrackerConfig()
     cap = cv2.VideoCapture(str(video))
-    rows, pos, k = [], [], 0
+    rows, pos, sigs, k = [], [], [], 0
     i = 0
     while cap.grab():
         if i % stride == 0:
             ok, bgr = cap.retrieve()
             if ok:
-                det = detector.detect([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0]
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                sigs.append(frame_signature(rgb))
+                det = detector.detect([rgb])[0]
                 for j in range(len(det)):
                     rows.append(
                         {
@@ -338,6 +347,8 @@ def track_video(video: str | Path, detector, cfg=None, stride: int = 1) -> pd.Da
                         }
                     )
                     pos.append(k)
+            else:
+                sigs.append(np.full(SIGNATURE_BINS, np.nan, np.float32))
             k += 1
         i += 1
     cap.release()
@@ -346,7 +357,8 @@ def track_video(video: str | Path, detector, cfg=None, stride: int = 1) -> pd.Da
         f["track_id"] = pd.Series(dtype=str)
         f["first"] = f["last"] = pd.Series(dtype=np.int64)
         return f
-    t = track_faces(np.asarray(pos), np.stack(f["box"]), np.stack(f["landmarks"]), cfg)
+    cuts = shot_starts(np.stack(sigs), cfg.cut_threshold)
+    t = track_faces(np.asarray(pos), np.stack(f["box"]), np.stack(f["landmarks"]), cfg, cuts=cuts)
     stem = Path(video).stem
     f["track_id"] = [f"{stem}-t{x:03d}" if x >= 0 else "" for x in t]
     span = f[f["track_id"] != ""].groupby("track_id")["frame_index"].agg(["min", "max"])

@@ -93,6 +93,8 @@ def _batch_to_frame(batch: dict[str, np.ndarray]) -> pd.DataFrame:
     cols["landmarks"] = [m.tolist() if k else None for m, k in zip(batch["landmarks"], ok)]
     if "descriptor" in batch:
         cols["descriptor"] = list(np.asarray(batch["descriptor"], np.float64))
+    if "frame_sig" in batch:  # the tracker's shot cuts
+        cols["frame_sig"] = list(np.asarray(batch["frame_sig"], np.float32))
     return pd.DataFrame(cols)
 
 

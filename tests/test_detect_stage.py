@@ -4,6 +4,7 @@ import pytest
 from face_iqa.detect import DetectorConfig
 from face_iqa.images import load_image
 from face_iqa.schema import FACE_COLUMNS, check_batch
+from face_iqa.track import frame_signature
 from tests.conftest import shared_path
 from workers.detect import DetectStage, DetectStageConfig
 
@@ -38,6 +39,11 @@ def test_rows_for_faces_faceless_and_failed_frames(stage):
     assert (out["face_size"][:2] > 20).all()
     assert set(out["align"][:2]) <= {"landmarks", "box"}
     assert (out["frame_width"][:2] == two.shape[1]).all()
+    # each row carries its frame's signature for the tracker's cuts; failed frames none
+    np.testing.assert_array_equal(out["frame_sig"][0], frame_signature(two))
+    np.testing.assert_array_equal(out["frame_sig"][1], out["frame_sig"][0])
+    np.testing.assert_array_equal(out["frame_sig"][2], frame_signature(frames[1]))
+    assert np.isnan(out["frame_sig"][3:]).all()
 
 
 def test_dense_frame_array_and_empty_batch(stage):
@@ -54,6 +60,7 @@ def test_dense_frame_array_and_empty_batch(stage):
         }
     )
     assert len(empty["status"]) == 0 and empty["crop"].shape == (0, 112, 112, 3)
+    assert empty["frame_sig"].shape[0] == 0
 
 
 def test_box_alignment_mode():

@@ -63,6 +63,20 @@ def video_run(ray_local, tiny_checkpoint, tmp_path_factory):
     return videos, out, frames, cfg
 
 
+def test_no_track_crosses_a_shot_cut(video_run):
+    """The stage video cuts between shots three times (frames 20, 82 and 211); a face of
+    the next shot near a face of the last would otherwise continue its track."""
+    from tests.test_track_video import STAGE_CUTS
+
+    videos, out, _, _ = video_run
+    tracks = pd.read_parquet(out / "tracks.parquet")
+    stage = tracks[tracks["source"] == str(videos[0])]
+    assert len(stage) >= 4
+    for cut in STAGE_CUTS:
+        across = stage[(stage["first_frame"] < cut) & (stage["last_frame"] >= cut)]
+        assert across.empty, (cut, across[["track_id", "first_frame", "last_frame"]])
+
+
 @pytest.mark.slow
 def test_tracks_are_the_same_alone_and_with_other_sources(video_run, tmp_path):
     """...and, alone, with ``best_per_track``: k crops per track under crops/TRACK_ID/."""

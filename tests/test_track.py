@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.track import TrackerConfig, track_faces
+from face_iqa.track import (
+    SIGNATURE_BINS,
+    TrackerConfig,
+    frame_signature,
+    shot_starts,
+    track_faces,
+)
 from workers.threshold import ThresholdConfig, ThresholdStage
 from workers.track import TrackStage, track_prefix
 
@@ -17,11 +23,11 @@ def _face(x: float, y: float, s: float = 60.0):
     return box, lms
 
 
-def _tracks(faces, cfg=None, desc=None):
+def _tracks(faces, cfg=None, desc=None, cuts=None):
     pos = np.array([p for p, _, _ in faces])
     boxes = np.stack([_face(x, y)[0] for _, x, y in faces])
     lms = np.stack([_face(x, y)[1] for _, x, y in faces])
-    return track_faces(pos, boxes, lms, cfg or TrackerConfig(), desc)
+    return track_faces(pos, boxes, lms, cfg or TrackerConfig(), desc, cuts)
 
 
 def test_two_walkers_crossing_paths_keep_their_tracks():
@@ -83,6 +89,65 @@ def _source_rows(source, faces):
             dict(source=source, frame_index=p, face_index=0, box=box, landmarks=lms, status="ok")
         )
     return rows
+
+
+def test_tracks_end_at_a_shot_cut():
+    """A face at frames 0-9; at frame 10 the shot cuts to someone else 15 px away, who is
+    linked by position alone. With the cut the two are two tracks; ``reid`` joins the two
+    sides of a cut again only when the descriptors say it is the same person."""
+    faces = [(p, 100 + 2 * p, 100) for p in range(10)] + [(p, 135, 100) for p in range(10, 20)]
+    assert len(set(_tracks(faces))) == 1  # no cut known: one track, two people
+    t = _tracks(faces, cuts=np.array([10]))
+    assert len(set(t[:10])) == 1 and len(set(t[10:])) == 1 and t[0] != t[10]
+    assert len(set(_tracks(faces, cuts=np.array([25])))) == 1  # a cut after the faces
+    cfg = TrackerConfig(reid=True)
+    same = np.zeros((20, 128))
+    other = same.copy()
+    other[10:, 0] = 1.0  # descriptors 1.0 apart across the cut
+    assert len(set(_tracks(faces, cfg, same, np.array([10])))) == 1
+    assert len(set(_tracks(faces, cfg, other, np.array([10])))) == 2
+
+
+def test_shot_starts_from_frame_signatures():
+    red, blue = np.zeros((90, 160, 3), np.uint8), np.zeros((90, 160, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 200, 200
+    red[:, :80, 1] = 60  # some texture; shifting it by a few pixels is motion, not a cut
+    moved = np.roll(red, 4, axis=1)
+    sig = np.stack([frame_signature(f) for f in (red, moved, red, blue, blue)])
+    assert sig.shape == (5, SIGNATURE_BINS) and np.allclose(sig.sum(axis=1), 1.0)
+    assert list(shot_starts(sig, 0.3)) == [3]
+    assert list(shot_starts(sig, 0.0)) == []  # off
+    unknown = sig.copy()
+    unknown[3] = np.nan  # the first blue frame failed to decode: the cut shows at the next
+    assert list(shot_starts(unknown, 0.3)) == [4]
+    with pytest.raises(ValueError, match="cut_threshold"):
+        TrackerConfig(cut_threshold=1.5)
+
+
+def test_track_stage_reads_the_cuts_from_frame_signatures():
+    """The detect stage's ``frame_sig`` column: a face that stays put across a cut from a
+    red shot to a blue one is two tracks; a faceless frame's row carries its signature."""
+    red, blue = np.zeros((36, 64, 3), np.uint8), np.zeros((36, 64, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 200, 200
+    rows = []
+    for i in range(12):
+        sig = frame_signature(red if i < 6 else blue)
+        if i == 6:
+            rows.append(dict(frame_index=i, face_index=-1, box=None, landmarks=None,
+                             status="no_face", frame_sig=sig))  # fmt: skip
+            continue
+        box, lms = _face(100, 100)
+        rows.append(dict(frame_index=i, face_index=0, box=box, landmarks=lms, status="ok",
+                         frame_sig=sig))  # fmt: skip
+    df = pd.DataFrame(rows).assign(source="cut.mp4")
+    batch = {c: df[c].to_numpy() for c in df.columns}
+    ids = TrackStage()(batch)["track_id"]
+    assert len({ids[i] for i in range(6)}) == 1 and len({ids[i] for i in range(7, 12)}) == 1
+    assert ids[0] != ids[7] and ids[6] == ""
+    off = TrackStage(TrackerConfig(cut_threshold=0.0))(batch)["track_id"]
+    assert len(set(off) - {""}) == 1
+    no_sig = {c: v for c, v in batch.items() if c != "frame_sig"}  # older rows: no cuts
+    assert len(set(TrackStage()(no_sig)["track_id"]) - {""}) == 1
 
 
 def test_track_stage_ids_depend_on_the_source_alone():

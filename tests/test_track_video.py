@@ -64,6 +64,24 @@ def _track(df):
 FACENET_EXAMPLE_PEOPLE = 10
 
 
+# The stage video's shot cuts, seen by eye: at frame 20 from the wide stage shot to the
+# audience, at 82 from a close-up in profile to the singer at the microphone, at 211 to the
+# audience again. The group video is one shot.
+STAGE_CUTS = [20, 82, 211]
+
+
+def test_shot_cuts_of_the_shared_videos():
+    from face_iqa.track import TrackerConfig, frame_signature, shot_starts
+
+    threshold = TrackerConfig().cut_threshold
+    stage = np.stack([frame_signature(f) for f in _video("short_hamilton_clip.mp4")])
+    assert list(shot_starts(stage, threshold)) == STAGE_CUTS
+    every5 = shot_starts(stage[::5], threshold) * 5  # sampled 5 frames apart: motion grows
+    assert list(every5) == [((c + 4) // 5) * 5 for c in STAGE_CUTS]
+    group = np.stack([frame_signature(f) for f in _video("facenet_example.mp4")])
+    assert len(shot_starts(group, threshold)) == 0 and len(shot_starts(group[::5], threshold)) == 0
+
+
 @pytest.mark.slow
 def test_facenet_example_one_track_per_person_and_no_mixing(detector):
     from face_iqa.utility import DlibRecognizer

@@ -18,6 +18,7 @@ from face_iqa.schema import (
     check_batch,
     check_frame,
 )
+from face_iqa.track import SIGNATURE_BINS, frame_signature
 
 __all__ = ["DetectStage", "DetectStageConfig"]
 
@@ -59,7 +60,9 @@ class DetectStage:
     array, or one ``(N, H, W, 3)`` array); optional ``timestamp_s``, ``status``, ``error``.
 
     Output: the face batch of :mod:`face_iqa.schema`, plus ``align`` (``"landmarks"`` or
-    ``"box"``), ``detect_s`` and ``align_s`` (the detector's and the cropping's time for this
+    ``"box"``), ``frame_sig`` (the frame's colour histogram, for the tracker's shot cuts:
+    :func:`face_iqa.track.frame_signature`; NaN for a failed frame), ``detect_s`` and
+    ``align_s`` (the detector's and the cropping's time for this
     batch, seconds, shared out over the rows so that a column's sum is the total).
     A frame with no face gives one ``status="no_face"`` row, a failed frame one
     ``status="error"`` row with the message; the batch never raises for one bad frame.
@@ -97,6 +100,7 @@ class DetectStage:
         t0 = time.perf_counter()
         rows: list[dict[str, Any]] = []
         size = self.cfg.crop_size
+        unknown = np.full(SIGNATURE_BINS, np.nan, np.float32)
         for i in range(n):
             frame = frames[i]
             shp = tuple(getattr(frame, "shape", ())) + (0, 0)
@@ -107,6 +111,7 @@ class DetectStage:
                 "timestamp_s": tstamp[i],
                 "frame_height": int(shp[0]),
                 "frame_width": int(shp[1]),
+                "frame_sig": unknown if i in errors else frame_signature(frame),
             }
             if i in errors:
                 rows.append(
@@ -201,6 +206,7 @@ def _rows_to_batch(rows: list[dict[str, Any]], size: int) -> dict[str, np.ndarra
             "timestamp_s": np.zeros(0),
             "frame_height": np.zeros(0, np.int64),
             "frame_width": np.zeros(0, np.int64),
+            "frame_sig": np.zeros((0, SIGNATURE_BINS), np.float32),
             "face_index": np.zeros(0, np.int64),
             "box": np.zeros((0, 4), np.float32),
             "landmarks": np.zeros((0, 5, 2), np.float32),
@@ -221,6 +227,7 @@ def _rows_to_batch(rows: list[dict[str, Any]], size: int) -> dict[str, np.ndarra
         "timestamp_s": col("timestamp_s", np.float64),
         "frame_height": col("frame_height", np.int64),
         "frame_width": col("frame_width", np.int64),
+        "frame_sig": np.stack([r["frame_sig"] for r in rows]).astype(np.float32),
         "face_index": col("face_index", np.int64),
         "box": np.stack([r["box"] for r in rows]).astype(np.float32),
         "landmarks": np.stack([r["landmarks"] for r in rows]).astype(np.float32),

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 
 from face_iqa.schema import STATUS_OK, check_batch
-from face_iqa.track import TrackerConfig, track_faces
+from face_iqa.track import SIGNATURE_BINS, TrackerConfig, shot_starts, track_faces
 
 __all__ = ["TrackStage", "track_prefix"]
 
@@ -27,7 +27,9 @@ class TrackStage:
     ``landmarks``, ``status``; every sampled frame of the source present (faceless and failed
     frames as their rows), so that gaps between frames are known. With ``reid``: a
     ``descriptor`` column (128-d dlib descriptors, NaN where unknown), or a ``crop`` column
-    from which they are computed. Output: the batch plus ``track_id`` (``""`` on rows that
+    from which they are computed. With a ``frame_sig`` column (the detect stage's frame
+    signatures) no track continues across a shot cut (``cut_threshold``). Output: the batch
+    plus ``track_id`` (``""`` on rows that
     are not faces). Tracks depend on this source's rows only, so they are the same whether
     the source is processed alone or with others.
     """
@@ -49,6 +51,19 @@ class TrackStage:
             self._recognizer = DlibRecognizer()
         return np.stack([self._recognizer.image_descriptor(c) for c in batch["crop"][ok]])
 
+    def _cuts(self, batch: dict, pos: np.ndarray, n_frames: int) -> np.ndarray | None:
+        """Frame positions that begin a new shot, from each frame's first row's signature
+        (a row without a proper one, e.g. a frame that failed to decode, counts as unknown)."""
+        if "frame_sig" not in batch or self.cfg.cut_threshold <= 0:
+            return None
+        sig = np.full((n_frames, SIGNATURE_BINS), np.nan)
+        first = np.unique(pos, return_index=True)[1]  # one row of each frame, in frame order
+        for p, k in zip(pos[first], first):
+            r = np.asarray(batch["frame_sig"][k], np.float64).ravel()
+            if r.shape == (SIGNATURE_BINS,):
+                sig[p] = r
+        return shot_starts(sig, self.cfg.cut_threshold)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = check_batch(
             batch,
@@ -68,7 +83,8 @@ class TrackStage:
         ok = (np.asarray(batch["status"]).astype(str) == STATUS_OK) & (
             np.asarray(batch["face_index"], np.int64) >= 0
         )
-        pos = np.searchsorted(np.unique(findex), findex)
+        frames = np.unique(findex)
+        pos = np.searchsorted(frames, findex)
         boxes = np.array([np.asarray(b, np.float64).reshape(4) for b in batch["box"][ok]])
         lms = np.array([np.asarray(m, np.float64).reshape(5, 2) for m in batch["landmarks"][ok]])
         tracks = track_faces(
@@ -77,6 +93,7 @@ class TrackStage:
             lms.reshape(-1, 5, 2),
             self.cfg,
             self._descriptors(batch, ok),
+            self._cuts(batch, pos, len(frames)),
         )
         ids = np.full(n, "", dtype=object)
         prefix = track_prefix(source)
