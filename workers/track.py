@@ -29,9 +29,8 @@ class TrackStage:
     ``descriptor`` column (128-d dlib descriptors, NaN where unknown), or a ``crop`` column
     from which they are computed. With a ``frame_sig`` column (the detect stage's frame
     signatures) no track continues across a shot cut (``cut_threshold``). Output: the batch
-    plus ``track_id`` (``""`` on rows that
-    are not faces). Tracks depend on this source's rows only, so they are the same whether
-    the source is processed alone or with others.
+    plus ``track_id`` (``""`` on rows that are not faces). Tracks depend on this source's
+    rows only, so they are the same whether the source is processed alone or with others.
     """
 
     def __init__(self, cfg: TrackerConfig | None = None) -> None:
