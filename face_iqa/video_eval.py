@@ -30,7 +30,7 @@ import pandas as pd
 
 from face_iqa.align import align_face, crop_box, landmarks_plausible
 from face_iqa.pose import frontalness
-from face_iqa.recognition_eval import edc_table, pauc, sharpness
+from face_iqa.recognition_eval import _COLOURS, edc_table, pauc, sharpness
 
 __all__ = [
     "VIDEO_MEASURES",
@@ -39,6 +39,7 @@ __all__ = [
     "frontalness",
     "identity_table",
     "pauc_without",
+    "plot_best_shot",
     "read_clips",
     "sample_video_faces",
     "video_pairs",
@@ -259,6 +260,48 @@ def best_shot_table(
     out = pd.DataFrame(rows)
     out["identities"] = len(ok)
     return out
+
+
+def plot_best_shot(best: pd.DataFrame, path: str | Path, title: str = "best shot") -> Path:
+    """Draw :func:`best_shot_table`'s ``match_rate`` as a PNG: one bar per measure (best
+    first), a dashed line at a random pick's and a solid one at the best possible pick's
+    rate. Bars start at 0; the axis ends at 100 %."""
+    rows = best[~best["measure"].isin(["random_pick", "best_possible"])]
+    rows = rows.sort_values("match_rate", ascending=False)
+    ref = best.set_index("measure")["match_rate"]
+    w, m, bar = 720, 150, 28
+    h = 112 + bar * len(rows)
+    img = np.full((h, w, 3), 255, np.uint8)
+    x0, x1 = m, w - 40
+
+    def x(v: float) -> int:
+        return int(round(x0 + (x1 - x0) * float(np.clip(v, 0.0, 1.0))))
+
+    cv2.putText(img, f"{title}: share of the person's other faces matched", (10, 25), 0, 0.55, 0)
+    for i, r in enumerate(rows.itertuples()):
+        y = 50 + bar * i
+        colour = _COLOURS.get(r.measure, (0, 0, 0))
+        cv2.rectangle(img, (x0, y), (x(r.match_rate), y + bar - 8), colour, -1)
+        cv2.putText(img, r.measure, (10, y + bar - 12), 0, 0.5, 0, 1, cv2.LINE_AA)
+        label = f"{r.match_rate:.1%}"
+        cv2.putText(img, label, (x(r.match_rate) + 4, y + bar - 12), 0, 0.45, 0, 1, cv2.LINE_AA)
+    bottom = 50 + bar * len(rows)
+    for name, dashed in (("random_pick", True), ("best_possible", False)):
+        if name not in ref or not np.isfinite(ref[name]):
+            continue
+        xr = x(ref[name])
+        for y in range(45, bottom, 8 if dashed else 1):
+            cv2.line(img, (xr, y), (xr, y + (4 if dashed else 1)), (0, 0, 0), 1)
+        cv2.putText(
+            img, f"{name} {ref[name]:.1%}", (xr - 60, bottom + 18 + 16 * dashed), 0, 0.45, 0
+        )
+    for v in (0.0, 0.5, 1.0):
+        cv2.putText(img, f"{v:.0%}", (x(v) - 12, h - 8), 0, 0.45, (90, 90, 90))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"{path}: cannot write the plot")
+    return path
 
 
 def identity_table(faces: pd.DataFrame, pairs: pd.DataFrame, threshold: float) -> pd.DataFrame:

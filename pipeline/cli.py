@@ -592,6 +592,7 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
         best_shot_table,
         identity_table,
         pauc_without,
+        plot_best_shot,
         read_clips,
         sample_video_faces,
         track_video,
@@ -649,6 +650,7 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
     plot_edc(table, out / "edc.png", title=f"EDC (video) at FMR {args.fmr:g}")
     best = best_shot_table(faces[faces["ok"]].set_index("path"), pairs, threshold, measures)
     best.to_csv(out / "best_shot.csv", index=False)
+    plot_best_shot(best, out / "best_shot.png")
     ids = identity_table(faces[faces["ok"]].set_index("path"), pairs, threshold)
     ids.to_csv(out / "identities.csv", index=False)
     pose = threshold_table(
@@ -693,7 +695,7 @@ def _eval_footage(args: argparse.Namespace, out: Path, scorers: dict) -> int:
         )
     print(
         f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'best_shot.csv'}, "
-        f"{out / 'identities.csv'}, {out / 'pose_thresholds.csv'}"
+        f"{out / 'best_shot.png'}, {out / 'identities.csv'}, {out / 'pose_thresholds.csv'}"
     )
     return 0
 

@@ -10,6 +10,7 @@ from face_iqa.video_eval import (
     frontalness,
     identity_table,
     pauc_without,
+    plot_best_shot,
     video_pairs,
 )
 
@@ -129,6 +130,28 @@ def test_pauc_without_an_identity_ranks_the_rest():
     assert pauc_without(faces[faces["identity"] != "Z"], pairs, "Y", 0.5, ("good",)) == {}
 
 
+def test_best_shot_plot_draws_each_measure_to_scale(tmp_path):
+    import cv2
+
+    from face_iqa.recognition_eval import _COLOURS
+
+    best = pd.DataFrame(
+        {
+            "measure": ["det_prob", "hyperiqa", "random_pick", "best_possible"],
+            "match_rate": [0.4, 0.8, 0.5, 0.9],
+        }
+    )
+    img = cv2.imread(str(plot_best_shot(best, tmp_path / "b.png")))
+    assert img is not None and img.shape[1] == 720
+
+    def length(name):  # pixels of the measure's colour along its bar's middle row
+        hit = np.all(img == np.array(_COLOURS[name], np.uint8), axis=2)
+        return hit.sum(axis=1).max()
+
+    assert length("hyperiqa") / length("det_prob") == pytest.approx(2.0, rel=0.05)
+    assert length("hyperiqa") == pytest.approx(0.8 * (720 - 40 - 150), rel=0.05)
+
+
 def test_frontalness_falls_as_the_head_turns():
     frontal = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], float)
     values = []
@@ -172,6 +195,7 @@ def test_eval_recognition_on_three_real_clips_with_a_compared_model(tmp_path):
         assert np.diff(np.sort(g["frame_index"].to_numpy())).min() >= 12
     best = pd.read_csv(tmp_path / "best_shot.csv").set_index("measure")
     assert {*VIDEO_MEASURES, "twin", "best_possible"} <= set(best.index)
+    assert (tmp_path / "best_shot.png").stat().st_size > 1000
     ids = pd.read_csv(tmp_path / "identities.csv")
     assert sorted(ids["identity"]) == sorted(faces["identity"].unique())
     assert (ids["failed_pairs"] <= ids["genuine_pairs"]).all()
