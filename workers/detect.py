@@ -62,7 +62,7 @@ class DetectStage:
     Output: the face batch of :mod:`face_iqa.schema`, plus ``align`` (``"landmarks"`` or
     ``"box"``), ``frame_sig`` (the frame's colour histogram, for the tracker's shot cuts:
     :func:`face_iqa.track.frame_signature`; NaN for a failed frame), ``detect_s`` and
-    ``align_s`` (the detector's and the cropping's time for this
+    ``align_s`` (the detector's time, and the cropping's with the signatures, for this
     batch, seconds, shared out over the rows so that a column's sum is the total).
     A frame with no face gives one ``status="no_face"`` row, a failed frame one
     ``status="error"`` row with the message; the batch never raises for one bad frame.
