@@ -34,7 +34,7 @@ def _one(kind: str, batch: int, side: int, threads: int, video: Path) -> dict:
 
     torch.set_num_threads(threads)
     if kind == "detect":
-        from face_iqa.detect import DetectorConfig, build_detector
+        from face_iqa.faces.detect import DetectorConfig, build_detector
 
         cap = cv2.VideoCapture(str(video))
         frames = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(16)]
@@ -47,7 +47,7 @@ def _one(kind: str, batch: int, side: int, threads: int, video: Path) -> dict:
         for i in range(0, 16, 8):
             det.detect(frames[i : i + 8])
         return {"seconds": time.perf_counter() - t0, "rss_gib": _rss_gib()}
-    from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.model.scorer import ScorerConfig, build_scorer
 
     scorer = build_scorer(ScorerConfig(device="cpu", cpu_batch_size=batch))
     crops = np.random.default_rng(0).integers(0, 255, (128, 224, 224, 3), dtype=np.uint8)

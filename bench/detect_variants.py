@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from facenet_pytorch import MTCNN
 
-    import face_iqa.fast_mtcnn as fm
-    from face_iqa.detect import DetectorConfig, build_detector, resolve_device
+    import face_iqa.faces.fast_mtcnn as fm
+    from face_iqa.faces.detect import DetectorConfig, build_detector, resolve_device
 
     device = resolve_device(args.device)
     print(describe_machine(device), flush=True)

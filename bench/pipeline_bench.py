@@ -98,7 +98,7 @@ def detection(
 ) -> dict[str, float]:
     from facenet_pytorch import MTCNN
 
-    from face_iqa.detect import DetectorConfig, build_detector
+    from face_iqa.faces.detect import DetectorConfig, build_detector
 
     ref = MTCNN(keep_all=True, device=device)
     fast = build_detector(DetectorConfig(device=str(device), backend="fast", batch_size=batch))
@@ -155,7 +155,7 @@ def _run_rate(clip: Path, cfg, tmp: Path, tag: str) -> tuple[int, float]:
 
 def _naive_one(rgb: np.ndarray, ref, scorer) -> None:
     """The naive loop's work on one frame: facenet-pytorch detect, crop each box, score."""
-    from face_iqa.align import crop_box
+    from face_iqa.faces.align import crop_box
 
     boxes, _ = ref.detect(rgb)
     if boxes is not None:
@@ -197,7 +197,7 @@ def end_to_end(
     long clip, in the same Ray instance, and compared with the first run of the defaults."""
     from facenet_pytorch import MTCNN
 
-    from face_iqa.scorer import build_scorer
+    from face_iqa.model.scorer import build_scorer
     from pipeline.config import load_config
     from pipeline.graph import init_ray
 
@@ -317,7 +317,7 @@ def photos(
 
     from bench.photos import make_photos
     from face_iqa.images import load_image
-    from face_iqa.scorer import build_scorer
+    from face_iqa.model.scorer import build_scorer
     from pipeline.config import load_config
     from pipeline.graph import init_ray
     from pipeline.image_jobs import score_images
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--config", help="YAML preset for --photos (e.g. configs/dataset_clean.yaml)")
     ap.add_argument("--naive-photos", type=int, help="photos for the naive loop (default: all)")
     args = ap.parse_args(argv)
-    from face_iqa.detect import resolve_device
+    from face_iqa.faces.detect import resolve_device
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"

@@ -17,10 +17,10 @@ import torch
 import torchvision
 
 from bench.common import describe_machine, timed
-from face_iqa.checkpoint import ModelCard
-from face_iqa.detect import resolve_device
-from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
-from face_iqa.scorer import Scorer, ScorerConfig
+from face_iqa.faces.detect import resolve_device
+from face_iqa.model.checkpoint import ModelCard
+from face_iqa.model.hyperiqa import HyperIQA, HyperIQAConfig
+from face_iqa.model.scorer import Scorer, ScorerConfig
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -8,12 +8,20 @@ file name and the reason; callers turn that into an error row.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageError", "load_image", "to_rgb_uint8"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "ImageError",
+    "image_files",
+    "load_image",
+    "to_rgb_uint8",
+]
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -116,3 +124,18 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> n
         if "truncated" in msg.lower():
             msg = f"truncated or corrupt image data ({msg})"
         raise ImageError(f"{p}: {msg}") from None
+
+
+def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The image files of ``items``: files as given, folders searched recursively for
+    :data:`IMAGE_EXTENSIONS` (sorted); a ``FileNotFoundError`` names a missing item."""
+    out: list[Path] = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: not found")
+    return out

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from face_iqa.track import TrackerConfig
+from face_iqa.faces.track import TrackerConfig
 from pipeline.graph import RayConfig
 from workers.decode import DecodeConfig
 from workers.detect import DetectStageConfig

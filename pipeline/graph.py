@@ -304,7 +304,7 @@ class FrameWorker:
         self.frames_per_call = frames_per_call
         self.recognizer = None
         if emit.get("reid"):
-            from face_iqa.utility import DlibRecognizer
+            from face_iqa.faces.recognizer import DlibRecognizer
 
             self.recognizer = DlibRecognizer()
 
@@ -385,7 +385,7 @@ def _emit(
     if reid:
         if recognizer is None:  # the per-stage path: one recognizer per process
             if "dlib" not in _recognizers:
-                from face_iqa.utility import DlibRecognizer
+                from face_iqa.faces.recognizer import DlibRecognizer
 
                 _recognizers["dlib"] = DlibRecognizer()
             recognizer = _recognizers["dlib"]

@@ -189,8 +189,8 @@ def run(
     ``stage_classes`` may swap in your own ``detect``/``score`` stage classes. The progress
     bar and ``log`` messages go to ``console`` (default: ``sys.stderr``).
     """
-    from face_iqa.checkpoint import build_model, file_sha256
-    from face_iqa.scorer import default_checkpoint
+    from face_iqa.model.checkpoint import build_model, file_sha256
+    from face_iqa.model.scorer import default_checkpoint
 
     cfg = cfg or Config()
     console = console or sys.stderr

@@ -34,7 +34,7 @@ def faces_csv() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def detector():
-    from face_iqa.detect import DetectorConfig, build_detector
+    from face_iqa.faces.detect import DetectorConfig, build_detector
 
     return build_detector(DetectorConfig(device="cpu"))
 
@@ -46,8 +46,8 @@ def tiny_checkpoint(tmp_path_factory):
     would flatten most scores to 0)."""
     import torch
 
-    from face_iqa.checkpoint import ModelCard, init_backbone_imagenet, save_checkpoint
-    from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
+    from face_iqa.model.checkpoint import ModelCard, init_backbone_imagenet, save_checkpoint
+    from face_iqa.model.hyperiqa import HyperIQA, HyperIQAConfig
 
     torch.manual_seed(0)
     card = ModelCard(

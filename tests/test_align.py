@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from face_iqa.align import (
+from face_iqa.faces.align import (
     _warp,
     align_face,
     crop_box,

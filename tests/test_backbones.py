@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import torch
 
-from face_iqa.backbones import EfficientNetLite0, build_backbone
-from face_iqa.checkpoint import IMAGENET_MEAN, IMAGENET_STD, imagenet_lite0_state
+from face_iqa.model.backbones import EfficientNetLite0, build_backbone
+from face_iqa.model.checkpoint import IMAGENET_MEAN, IMAGENET_STD, imagenet_lite0_state
 
 
 def _imagenet_input(img: np.ndarray) -> torch.Tensor:
@@ -45,7 +45,7 @@ def test_stage_channels_and_strides():
 
 
 def test_same_padding_is_asymmetric_like_tensorflow():
-    from face_iqa.backbones import SameConv2d
+    from face_iqa.model.backbones import SameConv2d
 
     conv = SameConv2d(1, 1, 3, stride=2, bias=False)
     conv.weight.data.zero_()
@@ -62,7 +62,7 @@ def test_same_padding_matches_explicit_pad_at_every_size_and_stride():
 
     import torch.nn.functional as F
 
-    from face_iqa.backbones import SameConv2d
+    from face_iqa.model.backbones import SameConv2d
 
     torch.manual_seed(0)
     for k, stride, size in [(3, 1, 9), (5, 1, 8), (3, 2, 8), (3, 2, 9), (5, 2, 11), (1, 1, 7)]:
@@ -84,7 +84,7 @@ def test_batchnorm_folding_keeps_outputs():
     import pytest
     from torch import nn
 
-    from face_iqa.backbones import fold_batchnorm_
+    from face_iqa.model.backbones import fold_batchnorm_
 
     torch.manual_seed(0)
     x = torch.randn(2, 3, 96, 96)

@@ -65,7 +65,7 @@ def test_base_preset_is_read_first_and_overridden(tmp_path):
 def test_shipped_presets_load():
     from pathlib import Path
 
-    from face_iqa.train import TrainConfig
+    from face_iqa.learn.config import TrainConfig
     from pipeline.config import load_into
 
     for y in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):

@@ -64,7 +64,7 @@ def test_run_outputs_are_readable_by_others_under_umask_022(ray_local, tiny_chec
 
 @pytest.fixture(scope="module")
 def default_scorer():
-    from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.model.scorer import ScorerConfig, build_scorer
 
     return build_scorer(ScorerConfig(device="cpu"))
 
@@ -98,8 +98,8 @@ _FACE: list[np.ndarray] = []
 def _face() -> np.ndarray:
     """An aligned real face (the shared 480p portrait), made once."""
     if not _FACE:
-        from face_iqa.align import align_face
-        from face_iqa.detect import DetectorConfig, build_detector
+        from face_iqa.faces.align import align_face
+        from face_iqa.faces.detect import DetectorConfig, build_detector
         from face_iqa.images import load_image
 
         img = load_image(shared_path("images", "obama-480p.jpg"))
@@ -152,8 +152,8 @@ def test_version_prints_package_and_model_checksum(capsys):
     import importlib.metadata as md
 
     assert out.startswith(f"faceiqa {md.version('face-iqa-pipeline')}\n")
-    from face_iqa.checkpoint import file_sha256
-    from face_iqa.scorer import default_checkpoint
+    from face_iqa.model.checkpoint import file_sha256
+    from face_iqa.model.scorer import default_checkpoint
 
     sha = re.search(r"sha256 ([0-9a-f]{64})", out).group(1)
     assert sha == file_sha256(default_checkpoint())

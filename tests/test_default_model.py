@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from face_iqa.align import align_face
-from face_iqa.detect import DetectorConfig, build_detector
+from face_iqa.faces.align import align_face
+from face_iqa.faces.detect import DetectorConfig, build_detector
 from face_iqa.images import load_image
-from face_iqa.scorer import ScorerConfig, build_scorer, default_checkpoint
+from face_iqa.model.scorer import ScorerConfig, build_scorer, default_checkpoint
 from tests.conftest import shared_path
 
 WEIGHTS = Path(default_checkpoint()).parent
@@ -113,8 +113,8 @@ def test_held_out_identities_srcc(scorer, tmp_path):
     utility: SRCC >= 0.85."""
     from dataclasses import replace
 
-    from face_iqa.datasets import build_synthetic_set
-    from face_iqa.train import TrainConfig
+    from face_iqa.learn.config import TrainConfig
+    from face_iqa.learn.synthetic import build_synthetic_set
     from pipeline.config import load_into
 
     recipe = load_into(
@@ -136,7 +136,7 @@ def test_held_out_identities_srcc(scorer, tmp_path):
 
 
 def test_every_command_defaults_to_the_shipped_model():
-    from face_iqa.scorer import ScorerConfig as SC
+    from face_iqa.model.scorer import ScorerConfig as SC
 
     assert SC().checkpoint is None  # None means the embedded default
     assert build_detector(DetectorConfig(device="cpu"))  # detector needs no flag either

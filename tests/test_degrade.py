@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.degrade import apply_degradation, describe, sample_degradation
 from face_iqa.images import load_image
+from face_iqa.learn.degrade import apply_degradation, describe, sample_degradation
 from tests.conftest import shared_path
 
 
@@ -106,8 +106,8 @@ def test_synthetic_set_records_scales_and_rebuilds_exactly(tmp_path):
     """Every variant's recorded parameters (components, seed, scale) rebuild its crop, the
     scales lie between the face's own resolution (at least 0.5) and max_scale, and the
     resolution label ranks a clean 480p face below the same face at 1080p."""
-    from face_iqa.datasets import RESOLUTION_ZOOMS, SyntheticConfig, build_synthetic_set
-    from face_iqa.utility import distance_to_quality
+    from face_iqa.learn.synthetic import RESOLUTION_ZOOMS, SyntheticConfig, build_synthetic_set
+    from face_iqa.learn.utility import distance_to_quality
 
     out = tmp_path / "set"
     labels = build_synthetic_set(
@@ -157,8 +157,8 @@ def test_face_region_aligns_to_the_same_crop(zoom):
     """Aligning the region around a face gives the crop that aligning the whole frame gives,
     whether the crop shrinks (area or Gaussian pre-filter) or enlarges the face, and also
     where the crop runs off the frame's edge."""
-    from face_iqa.align import align_face, face_template
-    from face_iqa.datasets import face_region
+    from face_iqa.faces.align import align_face, face_template
+    from face_iqa.learn.synthetic import face_region
 
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (1500, 2000, 3), np.uint8), (0, 0), 1.5)
@@ -179,9 +179,9 @@ def test_frame_degradations_happen_before_alignment(tmp_path):
     """With ``frame_fraction=1`` every degraded variant is the face's frame region degraded
     by its recorded spec and then aligned: the set's crops are rebuilt exactly that way, and
     they differ from the same spec applied to the aligned crop."""
-    from face_iqa.align import align_face
-    from face_iqa.datasets import SyntheticConfig, build_synthetic_set, face_region
-    from face_iqa.detect import DetectorConfig, build_detector
+    from face_iqa.faces.align import align_face
+    from face_iqa.faces.detect import DetectorConfig, build_detector
+    from face_iqa.learn.synthetic import SyntheticConfig, build_synthetic_set, face_region
 
     photo = shared_path("images", "obama-1080p.jpg")
     labels = build_synthetic_set(
@@ -212,7 +212,7 @@ def test_frame_degradations_happen_before_alignment(tmp_path):
 def test_strong_jpeg_goes_below_the_default_range_and_is_opt_in(face):
     """``jpeg_strong`` runs from quality 20 to 2, below ``jpeg``'s strongest (quality 5), and
     only a draw that asks for it gets it."""
-    from face_iqa.degrade import DEGRADATIONS, EXTRA_DEGRADATIONS
+    from face_iqa.learn.degrade import DEGRADATIONS, EXTRA_DEGRADATIONS
 
     strong = [
         cv2.PSNR(face, apply_degradation(face, _spec("jpeg_strong", s))) for s in (0.0, 0.5, 1.0)
@@ -239,7 +239,7 @@ def test_strong_jpeg_goes_below_the_default_range_and_is_opt_in(face):
 
 
 def test_synthetic_set_rejects_unknown_extra_degradations(tmp_path):
-    from face_iqa.datasets import SyntheticConfig, build_synthetic_set
+    from face_iqa.learn.synthetic import SyntheticConfig, build_synthetic_set
 
     with pytest.raises(ValueError, match="jpeg_stronger"):
         build_synthetic_set(
@@ -253,7 +253,7 @@ def test_synthetic_set_rejects_unknown_extra_degradations(tmp_path):
 def test_photo_faces_get_their_own_number_of_variants(tmp_path):
     """``photo_variants`` applies to faces from ``images`` only; video faces keep
     ``variants``; ``extra_degradations`` are drawn and recorded like the others."""
-    from face_iqa.datasets import SyntheticConfig, build_synthetic_set
+    from face_iqa.learn.synthetic import SyntheticConfig, build_synthetic_set
 
     photo = str(shared_path("images", "obama-1080p.jpg"))
     video = str(shared_path("videos", "facenet_example.mp4"))
@@ -287,8 +287,8 @@ def test_render_at_scale_keeps_the_face_where_alignment_puts_it():
     """A face rendered as if captured with fewer pixels lands on the same crop: on a smooth
     frame (nothing for the reduction to lose) the crops at 0.7 and 0.5 match the full-size
     crop to within a grey level on average, far closer than landmarks off by one pixel."""
-    from face_iqa.align import align_face, face_template, matrix_zoom
-    from face_iqa.datasets import render_at_scale
+    from face_iqa.faces.align import align_face, face_template, matrix_zoom
+    from face_iqa.learn.synthetic import render_at_scale
 
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (800, 1000, 3), np.uint8), (0, 0), 6)
@@ -311,7 +311,7 @@ def test_synthetic_set_ladders(tmp_path):
     """Resolution ladders: each clean face rendered at ``ladder_rungs`` sizes, the first its
     own crop, the others smaller; excluded files get none, and the labelled set is the same
     with or without ladders (their own random stream)."""
-    from face_iqa.datasets import SyntheticConfig, build_synthetic_set
+    from face_iqa.learn.synthetic import SyntheticConfig, build_synthetic_set
 
     imgs = tuple(str(shared_path("images", f"obama-{r}.jpg")) for r in ("480p", "1080p"))
     base = dict(images=imgs, min_face_size=80, variants=2, seed=4)
@@ -339,7 +339,7 @@ def test_synthetic_set_ladders(tmp_path):
 
 
 def test_pose_factor_is_a_ramp_and_off_at_zero():
-    from face_iqa.datasets import pose_factor
+    from face_iqa.learn.synthetic import pose_factor
 
     assert pose_factor(-1.0, 0.0, 0.85) == 1.0  # off: any pose keeps its label
     got = [pose_factor(f, 0.3, 0.8) for f in (-0.5, 0.3, 0.55, 0.8, 1.0)]
@@ -352,7 +352,12 @@ def test_pose_factor_is_a_ramp_and_off_at_zero():
 def test_synthetic_set_pose_labels(tmp_path):
     """With ``pose_floor`` each label is the pose-free label times the pose factor of its
     clean face's frontalness; the pose-free set's cache key is the one of before."""
-    from face_iqa.datasets import SyntheticConfig, _cfg_dict, build_synthetic_set, pose_factor
+    from face_iqa.learn.synthetic import (
+        SyntheticConfig,
+        _cfg_dict,
+        build_synthetic_set,
+        pose_factor,
+    )
 
     imgs = (str(shared_path("images", "biden.jpg")), str(shared_path("images", "paul_rudd.jpg")))
     base = dict(images=imgs, min_face_size=80, variants=2, seed=4)

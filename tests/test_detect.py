@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from face_iqa.detect import Detections, DetectorConfig, build_detector
+from face_iqa.faces.detect import Detections, DetectorConfig, build_detector
 from face_iqa.images import load_image
 from pipeline.cli import main
 from tests.conftest import shared_path

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from face_iqa.detect import DetectorConfig
+from face_iqa.faces.detect import DetectorConfig
+from face_iqa.faces.track import frame_signature
 from face_iqa.images import load_image
 from face_iqa.schema import FACE_COLUMNS, check_batch
-from face_iqa.track import frame_signature
 from tests.conftest import shared_path
 from workers.detect import DetectStage, DetectStageConfig
 

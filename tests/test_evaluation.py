@@ -147,7 +147,7 @@ def edc_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_edc_table_plot_and_ranking(edc_run):
-    from face_iqa.recognition_eval import MEASURES, pauc
+    from face_iqa.judge.recognition import MEASURES, pauc
 
     table = pd.read_csv(edc_run / "edc.csv")
     assert list(table["discarded"]) == [round(0.05 * i, 2) for i in range(20)]
@@ -166,7 +166,7 @@ def test_model_beats_sharpness_too(edc_run):
     """Issue 7's target: the default model ranks recognition failures better than Laplacian
     sharpness, the strongest other measure (measured 0.0121 vs 0.0133: failures come mostly
     from the strongest blur and downscale copies, which sharpness ranks last by construction)."""
-    from face_iqa.recognition_eval import pauc
+    from face_iqa.judge.recognition import pauc
 
     table = pd.read_csv(edc_run / "edc.csv")
     assert pauc(table, "hyperiqa") < pauc(table, "sharpness")
@@ -205,7 +205,7 @@ def test_eval_recognition_from_a_pairs_file(edc_run, tmp_path, capsys):
     cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
     rows.append({"a": "blank.png", "b": ids["path"].iloc[0], "same": 0})
     pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
-    from face_iqa.scorer import default_checkpoint
+    from face_iqa.model.scorer import default_checkpoint
 
     args = ["eval-recognition", "--pairs", str(tmp_path / "pairs.csv"), "--device", "cpu"]
     twin = f"twin={default_checkpoint()}"  # the first model again, as a compared one
@@ -227,7 +227,7 @@ def test_eval_recognition_from_a_pairs_file(edc_run, tmp_path, capsys):
 
 def test_threshold_table_on_a_constructed_set():
     """What a min_quality means: kept shares and the FNMR of the pairs left, by hand."""
-    from face_iqa.recognition_eval import pairs_from_identities, threshold_table
+    from face_iqa.judge.recognition import pairs_from_identities, threshold_table
 
     faces = pd.DataFrame(
         {

@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from face_iqa.align import align_face
-from face_iqa.exposure import INNER_FACE, face_exposure
+from face_iqa.faces.align import align_face
+from face_iqa.faces.exposure import INNER_FACE, face_exposure
 from face_iqa.images import load_image
 from tests.conftest import shared_path
 from workers.threshold import ThresholdConfig

@@ -6,7 +6,7 @@ import pytest
 import torch
 from facenet_pytorch.models.utils.detect_face import detect_face
 
-from face_iqa.detect import DetectorConfig, build_detector
+from face_iqa.faces.detect import DetectorConfig, build_detector
 from face_iqa.images import load_image
 from tests.conftest import shared_path
 from tests.util import match_boxes
@@ -85,7 +85,7 @@ def test_fast_is_the_default_and_handles_edge_cases(fast):
 def test_fast_backend_runs_the_fast_path(fast, faces_csv, monkeypatch):
     """The backends are really different code: with facenet-pytorch's ``detect_face``
     removed, the fast detector still finds the faces, and the reference detector fails."""
-    import face_iqa.detect as det_mod
+    import face_iqa.faces.detect as det_mod
 
     def boom(*a, **k):
         raise AssertionError("reference detect_face called")
@@ -102,7 +102,7 @@ def test_fast_backend_runs_the_fast_path(fast, faces_csv, monkeypatch):
 def test_shifted_group_nms_equals_batched_nms():
     """The GPU path's one-call NMS over group-shifted boxes keeps exactly what torchvision's
     per-group ``batched_nms`` keeps (checked on the CPU with random overlapping boxes)."""
-    from face_iqa.fast_mtcnn import _group_nms
+    from face_iqa.faces.fast_mtcnn import _group_nms
 
     g = torch.Generator().manual_seed(0)
     xy = torch.rand((3000, 2), generator=g) * 600 - 50  # some boxes start left of / above 0
@@ -122,7 +122,7 @@ def test_padded_group_nms_equals_batched_nms(monkeypatch):
     ``batched_nms`` keeps (run here on the CPU): random overlapping boxes with integer
     corners (exact IoU ties at the thresholds), duplicate scores, uneven group sizes, the
     group-chunked path, and the fallback when one group is too large."""
-    import face_iqa.fast_mtcnn as fm
+    import face_iqa.faces.fast_mtcnn as fm
 
     g = torch.Generator().manual_seed(2)
     n = 2500
@@ -157,7 +157,7 @@ def torchvision_batched_nms(boxes, scores, groups, thr):
 def test_detection_with_padded_nms_is_unchanged(fast, faces_csv, monkeypatch):
     """The whole fast path with the GPU's padded NMS forced on (here on the CPU) gives the
     same boxes and landmarks as with torchvision's NMS, on every shared photo with faces."""
-    import face_iqa.fast_mtcnn as fm
+    import face_iqa.faces.fast_mtcnn as fm
 
     rows = [r for r in faces_csv if int(r["mtcnn_faces"]) >= 1]
     imgs = [load_image(shared_path(r["file"])) for r in rows]
@@ -183,7 +183,7 @@ def test_integral_pyramid_equals_area_interpolation():
     ``interpolate(mode="area")`` (the reference's resize) gives at every level."""
     import torch.nn.functional as F
 
-    from face_iqa.fast_mtcnn import _integral, _pyramid_level, _scales
+    from face_iqa.faces.fast_mtcnn import _integral, _pyramid_level, _scales
 
     g = torch.Generator().manual_seed(0)
     u8 = torch.randint(0, 256, (2, 181, 243, 3), dtype=torch.uint8, generator=g)
@@ -207,7 +207,7 @@ def test_cpu_pnet_forward_equals_facenet_pnet(fast):
     on odd and even sizes (the pool's ceil mode)."""
     import torch.nn.functional as F
 
-    from face_iqa.fast_mtcnn import _max_pool_2x2_ceil, _pnet
+    from face_iqa.faces.fast_mtcnn import _max_pool_2x2_ceil, _pnet
 
     g = torch.Generator().manual_seed(0)
     for h, w in ((37, 52), (40, 41), (12, 12)):
@@ -224,7 +224,7 @@ def test_padded_candidate_batches_change_no_output(fast):
     """On a GPU, R-Net and O-Net run on candidate chunks padded to a power of two rows (at
     least 64), so cuDNN plans a few shapes instead of one per candidate count: the outputs
     for the real rows are those of the unpadded call (forced on here, on the CPU)."""
-    from face_iqa.fast_mtcnn import _run_net
+    from face_iqa.faces.fast_mtcnn import _run_net
 
     g = torch.Generator().manual_seed(1)
     for net, side in ((fast.rnet, 24), (fast.onet, 48)):

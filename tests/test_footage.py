@@ -4,8 +4,8 @@ descriptors (no recogniser needed)."""
 import numpy as np
 import pytest
 
-from face_iqa.footage import footage_quality, label_faces, separation
-from face_iqa.utility import distance_to_quality
+from face_iqa.learn.footage import footage_quality, label_faces, separation
+from face_iqa.learn.utility import distance_to_quality
 
 
 def test_separation_sign_and_order():

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.gmad import agreement, gmad_pairs, write_gmad_html
-from face_iqa.weights_map import nn_accuracy, weights_map
+from face_iqa.judge.gmad import agreement, gmad_pairs, write_gmad_html
+from face_iqa.judge.weights_map import nn_accuracy, weights_map
 from pipeline.cli import main
 from tests.test_evaluation import _screenshot
 

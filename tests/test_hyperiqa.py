@@ -5,14 +5,14 @@ import pickle
 import pytest
 import torch
 
-from face_iqa.checkpoint import (
+from face_iqa.model.checkpoint import (
     CheckpointError,
     ModelCard,
     build_model,
     load_checkpoint,
     save_checkpoint,
 )
-from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig, target_forward
+from face_iqa.model.hyperiqa import HyperIQA, HyperIQAConfig, target_forward
 from tests.conftest import SHARED, shared_path  # noqa: F401
 
 
@@ -170,7 +170,7 @@ def test_bad_checkpoints_fail_clearly(tmp_path):
 
 
 def test_authors_unknown_key_named(tmp_path):
-    from face_iqa.checkpoint import map_authors_keys
+    from face_iqa.model.checkpoint import map_authors_keys
 
     with pytest.raises(CheckpointError, match="res.weird"):
         map_authors_keys({"res.weird": torch.zeros(1)}, "x.pkl")
@@ -192,7 +192,7 @@ def test_half_checkpoint_is_smaller_and_close(tmp_path):
 
 @pytest.mark.parametrize("head", ["no_lda", "fixed_target", "regression"])
 def test_ablation_heads_build_train_and_round_trip(tmp_path, head):
-    from face_iqa.backbones import BACKBONE_CHANNELS
+    from face_iqa.model.backbones import BACKBONE_CHANNELS
 
     torch.manual_seed(0)
     arch = HyperIQAConfig.for_backbone("efficientnet_lite0", head)

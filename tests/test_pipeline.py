@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.detect import DetectorConfig, build_detector
+from face_iqa.faces.detect import DetectorConfig, build_detector
 from pipeline.config import load_config
 from pipeline.run_job import run
 from tests.conftest import shared_path

@@ -43,7 +43,7 @@ def test_readme_is_short_and_names_no_internals():
 def test_every_command_line_parses_and_its_preset_loads(monkeypatch):
     """Each ``faceiqa ...`` line of the README (the synopsis lines, whose [optional] parts
     are dropped, and the quick starts) is accepted by the CLI's parser."""
-    from face_iqa.train import TrainConfig
+    from face_iqa.learn.config import TrainConfig
     from pipeline.cli import _parser
     from pipeline.config import load_config, load_into
 

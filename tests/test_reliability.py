@@ -200,8 +200,8 @@ def _frames(draw):
 
 @pytest.fixture(scope="module")
 def stages(tiny_checkpoint):
-    from face_iqa.detect import DetectorConfig
-    from face_iqa.scorer import ScorerConfig
+    from face_iqa.faces.detect import DetectorConfig
+    from face_iqa.model.scorer import ScorerConfig
     from workers.detect import DetectStage, DetectStageConfig
     from workers.score import ScoreStage, ScoreStageConfig
     from workers.threshold import ThresholdStage
@@ -246,7 +246,7 @@ def test_stages_return_a_row_per_input_frame(stages, frames):
     )
 )
 def test_tracker_never_fails_and_labels_every_face(faces):
-    from face_iqa.track import TrackerConfig, track_faces
+    from face_iqa.faces.track import TrackerConfig, track_faces
 
     pos = np.array([f[0] for f in faces], np.int64)
     boxes = np.array([[x, y, x + s, y + s] for _, x, y, s in faces], np.float64).reshape(-1, 4)
@@ -265,7 +265,7 @@ def test_tracker_never_fails_and_labels_every_face(faces):
 def test_gpu_out_of_memory_splits_the_batch(tiny_checkpoint, monkeypatch, padded):
     """An OOM on a big batch: the batch is split and retried; scores are unchanged. With
     the GPU's padding to ``batch_size`` (forced on here), the halves are not padded back."""
-    from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.model.scorer import ScorerConfig, build_scorer
 
     scorer = build_scorer(ScorerConfig(checkpoint=str(tiny_checkpoint), device="cpu"))
     scorer.pad_shapes = padded

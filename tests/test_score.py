@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from face_iqa.detect import DetectorConfig
+from face_iqa.faces.detect import DetectorConfig
 from face_iqa.images import load_image
-from face_iqa.scorer import ScorerConfig, build_scorer
+from face_iqa.model.scorer import ScorerConfig, build_scorer
 from pipeline.cli import main
 from tests.conftest import shared_path
 from workers.detect import DetectStage, DetectStageConfig
@@ -76,8 +76,8 @@ def test_folded_scorer_matches_the_unfolded_model(crops):
     """The scorer folds the backbone's batch norms: the embedded model's scores must be
     those of the checkpoint as loaded (to float rounding, far below a score point), averaged
     over each crop and its mirror image."""
-    from face_iqa.checkpoint import build_model
-    from face_iqa.scorer import default_checkpoint
+    from face_iqa.model.checkpoint import build_model
+    from face_iqa.model.scorer import default_checkpoint
 
     s = build_scorer(ScorerConfig(device="cpu"))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in s.model.modules())
@@ -120,7 +120,7 @@ def test_score_stage_adds_quality(tiny_ckpt):
     assert list(out["status"]) == ["ok", "ok", "no_face"]
     assert "crop" in out and (out["score_s"] >= 0).all()
     # the pose of each face from its own landmarks; none for the frame without a face
-    from face_iqa.pose import frontalness
+    from face_iqa.faces.pose import frontalness
 
     assert out["frontalness"][:2] == pytest.approx([frontalness(m) for m in faces["landmarks"][:2]])
     assert (out["frontalness"][:2] > 0.5).all() and np.isnan(out["frontalness"][2])

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.track import (
+from face_iqa.faces.track import (
     SIGNATURE_BINS,
     TrackerConfig,
     frame_signature,

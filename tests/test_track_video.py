@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.align import align_face
+from face_iqa.faces.align import align_face
 from tests.conftest import shared_path
 from workers.threshold import ThresholdConfig, ThresholdStage
 from workers.track import TrackStage
@@ -71,7 +71,7 @@ STAGE_CUTS = [20, 82, 211]
 
 
 def test_shot_cuts_of_the_shared_videos():
-    from face_iqa.track import TrackerConfig, frame_signature, shot_starts
+    from face_iqa.faces.track import TrackerConfig, frame_signature, shot_starts
 
     threshold = TrackerConfig().cut_threshold
     stage = np.stack([frame_signature(f) for f in _video("short_hamilton_clip.mp4")])
@@ -84,7 +84,7 @@ def test_shot_cuts_of_the_shared_videos():
 
 @pytest.mark.slow
 def test_facenet_example_one_track_per_person_and_no_mixing(detector):
-    from face_iqa.utility import DlibRecognizer
+    from face_iqa.faces.recognizer import DlibRecognizer
 
     frames = _video("facenet_example.mp4")
     dets = detector.detect(frames)
@@ -114,7 +114,7 @@ def test_best_per_track_picks_one_of_the_sharp_frames(detector):
     k=1 the track's best shot is one of the sharp frames."""
     from skimage import data
 
-    from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.model.scorer import ScorerConfig, build_scorer
 
     src = cv2.resize(data.astronaut(), (320, 320), interpolation=cv2.INTER_AREA)
     frames = []

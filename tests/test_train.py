@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.datasets import assign_splits, cluster_identities, load_labelled
+from face_iqa.learn.config import AugmentConfig, DataConfig, TrainConfig
+from face_iqa.learn.label_sets import assign_splits, cluster_identities, load_labelled
+from face_iqa.learn.loop import evaluate, train
 from face_iqa.metrics import iqa_metrics
-from face_iqa.train import AugmentConfig, DataConfig, TrainConfig, evaluate, train
 from pipeline.cli import main
 from tests.conftest import REPO
 
@@ -83,7 +84,7 @@ def test_loss_falls_on_a_tiny_run(tmp_path):
     assert set(m) == {"srcc", "plcc", "krcc", "rmse"}
     # eval scores like the pipeline's scorer (each crop averaged with its mirror image)
     from face_iqa.images import load_image
-    from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.model.scorer import ScorerConfig, build_scorer
 
     t = pd.read_csv(labels)
     crops = np.stack([load_image(tmp_path / p) for p in t["path"]])
@@ -120,7 +121,7 @@ def test_hyper_network_keeps_training_after_first_epoch(tmp_path):
     """The authors' script froze the hyper network after epoch 1; ours must not."""
     import torch
 
-    from face_iqa.checkpoint import build_model
+    from face_iqa.model.checkpoint import build_model
 
     labels = _synthetic_labelled(tmp_path, n=8)
     base = dict(
@@ -210,8 +211,8 @@ def test_train_cli_bad_key(capsys):
 
 
 def test_export_ships_half_checkpoint_card_and_heldout(tmp_path):
-    from face_iqa.checkpoint import build_model
-    from face_iqa.train import AugmentConfig
+    from face_iqa.learn.config import AugmentConfig
+    from face_iqa.model.checkpoint import build_model
 
     labels = _synthetic_labelled(tmp_path, n=16)
     cfg = TrainConfig(
@@ -255,13 +256,14 @@ def test_export_ships_half_checkpoint_card_and_heldout(tmp_path):
 def test_rank_pairs_share_kind_and_seed_and_order_severity(tmp_path):
     """RankIQA-style pairs: one kind and one random seed per pair, the second copy strictly
     more degraded (by at least ``min_gap``), reproducible per (epoch, item)."""
-    from face_iqa.degrade import apply_degradation
-    from face_iqa.train import RankConfig, _RankPairs
+    from face_iqa.learn.config import RankConfig
+    from face_iqa.learn.data import RankPairs
+    from face_iqa.learn.degrade import apply_degradation
 
     labels = _synthetic_labelled(tmp_path, n=6)
     table = load_labelled(labels).table
     rank = RankConfig(weight=1.0, min_gap=0.15)
-    ds = _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, rank, seed=0)
+    ds = RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, rank, seed=0)
     seen = set()
     for epoch in (0, 1):
         ds.epoch = epoch
@@ -288,23 +290,25 @@ def test_rank_pairs_share_kind_and_seed_and_order_severity(tmp_path):
 def test_rank_pairs_may_use_extra_degradations(tmp_path):
     """``jpeg_strong`` (an opt-in kind of the synthetic set) can be ranked too, drawn
     beside the default kinds named with it; a misspelt kind fails when the pairs are made."""
-    from face_iqa.train import RankConfig, _RankPairs
+    from face_iqa.learn.config import RankConfig
+    from face_iqa.learn.data import RankPairs
 
     table = load_labelled(_synthetic_labelled(tmp_path, n=6)).table
     rank = RankConfig(weight=1.0, kinds=("jpeg", "jpeg_strong"))
-    ds = _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, rank, seed=0, length=200)
+    ds = RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, rank, seed=0, length=200)
     strong = [ds.draw(i)[1]["components"][0] for i in range(len(ds))]
     assert {c["kind"] for c in strong} == {"jpeg", "jpeg_strong"}
     with pytest.raises(ValueError, match="jpeg_stronger"):
-        _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, RankConfig(kinds=("jpeg_stronger",)), 0)
+        RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, RankConfig(kinds=("jpeg_stronger",)), 0)
 
 
 def test_rank_kinds_named_twice_are_drawn_twice_as_often(tmp_path):
-    from face_iqa.train import RankConfig, _RankPairs
+    from face_iqa.learn.config import RankConfig
+    from face_iqa.learn.data import RankPairs
 
     table = load_labelled(_synthetic_labelled(tmp_path, n=6)).table
     rank = RankConfig(weight=1.0, kinds=("jpeg", "jpeg", "gaussian_blur"))
-    ds = _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, rank, seed=0, length=3000)
+    ds = RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, rank, seed=0, length=3000)
     kinds = [ds.draw(i)[1]["components"][0]["kind"] for i in range(len(ds))]
     assert 0.6 < kinds.count("jpeg") / len(kinds) < 0.73  # 2/3 expected
 
@@ -312,7 +316,8 @@ def test_rank_kinds_named_twice_are_drawn_twice_as_often(tmp_path):
 def test_shift_crop_keeps_every_pixel_and_resized_crop_resamples(tmp_path):
     """``augment.crop: shift`` moves the labelled crop by whole pixels (no resampling, so no
     softening); the default random resized crop resamples it."""
-    from face_iqa.train import AugmentConfig, _FaceDataset
+    from face_iqa.learn.config import AugmentConfig
+    from face_iqa.learn.data import FaceDataset
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
@@ -321,7 +326,7 @@ def test_shift_crop_keeps_every_pixel_and_resized_crop_resamples(tmp_path):
     mean, std = (0.0,) * 3, (1 / 255,) * 3  # the tensor holds the pixel values
 
     def crops(augment):
-        ds = _FaceDataset(table, 224, mean, std, augment, seed=0)
+        ds = FaceDataset(table, 224, mean, std, augment, seed=0)
         out = []
         for epoch in range(6):
             ds.epoch = epoch
@@ -357,12 +362,13 @@ def test_shift_crop_keeps_every_pixel_and_resized_crop_resamples(tmp_path):
 def test_rank_clean_share_sets_how_many_pairs_start_from_the_undegraded_crop(tmp_path):
     """``clean_share`` is the share of pairs whose milder copy is the crop itself; with a
     small ``min_gap`` the stronger copy of such a pair is only slightly degraded."""
-    from face_iqa.train import RankConfig, _RankPairs
+    from face_iqa.learn.config import RankConfig
+    from face_iqa.learn.data import RankPairs
 
     table = load_labelled(_synthetic_labelled(tmp_path, n=6)).table
 
     def draws(**kw):
-        ds = _RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, RankConfig(weight=1.0, **kw), 0, 2000)
+        ds = RankPairs(table, 224, (0.5,) * 3, (0.25,) * 3, RankConfig(weight=1.0, **kw), 0, 2000)
         return [ds.draw(i) for i in range(len(ds))]
 
     for share in (0.25, 0.6):
@@ -386,9 +392,9 @@ def test_rank_loss_trains_the_pairs_order(tmp_path):
     counts give 0.98 against 0.44-0.52."""
     import torch
 
-    from face_iqa.checkpoint import build_model
-    from face_iqa.degrade import apply_degradation
-    from face_iqa.train import RankConfig
+    from face_iqa.learn.config import RankConfig
+    from face_iqa.learn.degrade import apply_degradation
+    from face_iqa.model.checkpoint import build_model
 
     labels = _synthetic_labelled(tmp_path, n=24)
     _shuffle_scores(labels)
@@ -455,15 +461,16 @@ def test_ladder_pairs_order_sizes_and_scale_the_margin(tmp_path):
     """Each pair is (larger, smaller) of one train face, at least min_ratio apart, with
     ``margin`` points per doubling; faces outside the train split are not used; a set
     without ladders says what to build."""
-    from face_iqa.train import LadderConfig, _ladder_table, _LadderPairs
+    from face_iqa.learn.config import LadderConfig
+    from face_iqa.learn.data import LadderPairs, ladder_table
 
     labels = _synthetic_labelled(tmp_path, n=6)
     t, lad = _with_ladders(tmp_path, labels)
     train_faces = t[t["face_id"] < 4]
-    tab = _ladder_table(str(labels), train_faces)
+    tab = ladder_table(str(labels), train_faces)
     assert set(tab["face_id"]) == {0, 1, 2, 3}
     cfg = LadderConfig(weight=1.0, margin=3.0, min_ratio=1.5)
-    ds = _LadderPairs(tab, 224, (0.5,) * 3, (0.25,) * 3, cfg, seed=0, length=200)
+    ds = LadderPairs(tab, 224, (0.5,) * 3, (0.25,) * 3, cfg, seed=0, length=200)
     scale = dict(zip(tab["path"], tab["scale"]))
     ratios = set()
     for i in range(len(ds)):
@@ -479,7 +486,7 @@ def test_ladder_pairs_order_sizes_and_scale_the_margin(tmp_path):
     # large_share: that share of pairs from faces the crop reduces at full size (zoom < 1)
     tab["zoom"] = np.where(tab["face_id"] == 2, 0.7, 1.3) / tab["scale"]
     for share, want in ((1.0, 1.0), (0.5, 0.5 + 0.5 / 4), (0.0, 1 / 4)):
-        ds = _LadderPairs(
+        ds = LadderPairs(
             tab, 224, (0.5,) * 3, (0.25,) * 3, LadderConfig(large_share=share), 0, 4000
         )
         assert ds.large == [2]
@@ -497,7 +504,7 @@ def test_ladder_pairs_order_sizes_and_scale_the_margin(tmp_path):
     assert seen == {True, False}
     (tmp_path / "ladders.parquet").unlink()
     with pytest.raises(ValueError, match="ladder_rungs"):
-        _ladder_table(str(labels), train_faces)
+        ladder_table(str(labels), train_faces)
     with pytest.raises(ValueError, match="min_ratio"):
         LadderConfig(min_ratio=1.0)
 
@@ -511,8 +518,8 @@ def test_ladder_loss_trains_larger_captures_to_score_higher(tmp_path):
     rungs before the eval-mode scoring; a full training run takes 1,464 steps."""
     import torch
 
-    from face_iqa.checkpoint import build_model
-    from face_iqa.train import LadderConfig
+    from face_iqa.learn.config import LadderConfig
+    from face_iqa.model.checkpoint import build_model
 
     labels = _synthetic_labelled(tmp_path, n=24)
     _shuffle_scores(labels)

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from face_iqa.recognition_eval import edc_table, pauc
-from face_iqa.video_eval import (
+from face_iqa.faces.pose import frontalness
+from face_iqa.judge.recognition import edc_table, pauc
+from face_iqa.judge.video import (
     best_shot_table,
-    frontalness,
     identity_table,
     pauc_without,
     plot_best_shot,
@@ -133,7 +133,7 @@ def test_pauc_without_an_identity_ranks_the_rest():
 def test_best_shot_plot_draws_each_measure_to_scale(tmp_path):
     import cv2
 
-    from face_iqa.recognition_eval import _COLOURS
+    from face_iqa.judge.recognition import _COLOURS
 
     best = pd.DataFrame(
         {
@@ -177,8 +177,8 @@ def test_eval_recognition_on_three_real_clips_with_a_compared_model(tmp_path):
     """The command on three one-person clips: every measure's EDC column and best-shot row,
     faces of one clip at least --min-gap frames apart, and a compared model (the first one
     again) giving the first one's curve."""
-    from face_iqa.scorer import default_checkpoint
-    from face_iqa.video_eval import VIDEO_MEASURES
+    from face_iqa.judge.video import VIDEO_MEASURES
+    from face_iqa.model.scorer import default_checkpoint
     from pipeline.cli import main
     from tests.conftest import shared_path
 
@@ -202,7 +202,7 @@ def test_eval_recognition_on_three_real_clips_with_a_compared_model(tmp_path):
     assert best.loc["twin", "match_rate"] == best.loc["hyperiqa", "match_rate"]
     assert (best["match_rate"] <= best.loc["best_possible", "match_rate"] + 1e-12).all()
     # what each min_frontalness would keep: level 0 is no rule, stricter levels keep fewer
-    from face_iqa.pose import POSE_LEVELS
+    from face_iqa.faces.pose import POSE_LEVELS
 
     pose = pd.read_csv(tmp_path / "pose_thresholds.csv")
     assert list(pose["min_frontalness"]) == [0.0, *POSE_LEVELS]

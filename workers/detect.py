@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from face_iqa.align import align_face, crop_box, landmarks_plausible
-from face_iqa.detect import Detections, DetectorConfig, build_detector
+from face_iqa.faces.align import align_face, crop_box, landmarks_plausible
+from face_iqa.faces.detect import Detections, DetectorConfig, build_detector
+from face_iqa.faces.track import SIGNATURE_BINS, frame_signature
 from face_iqa.schema import (
     STATUS_ERROR,
     STATUS_NO_FACE,
@@ -18,7 +19,6 @@ from face_iqa.schema import (
     check_batch,
     check_frame,
 )
-from face_iqa.track import SIGNATURE_BINS, frame_signature
 
 __all__ = ["DetectStage", "DetectStageConfig"]
 
@@ -61,7 +61,7 @@ class DetectStage:
 
     Output: the face batch of :mod:`face_iqa.schema`, plus ``align`` (``"landmarks"`` or
     ``"box"``), ``frame_sig`` (the frame's colour histogram, for the tracker's shot cuts:
-    :func:`face_iqa.track.frame_signature`; NaN for a failed frame), ``detect_s`` and
+    :func:`face_iqa.faces.track.frame_signature`; NaN for a failed frame), ``detect_s`` and
     ``align_s`` (the detector's time, and the cropping's with the signatures, for this
     batch, seconds, shared out over the rows so that a column's sum is the total).
     A frame with no face gives one ``status="no_face"`` row, a failed frame one

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from face_iqa.exposure import face_exposure
-from face_iqa.pose import frontalness
+from face_iqa.faces.exposure import face_exposure
+from face_iqa.faces.pose import frontalness
+from face_iqa.model.scorer import Scorer, ScorerConfig, build_scorer
 from face_iqa.schema import STATUS_ERROR, STATUS_OK, check_batch
-from face_iqa.scorer import Scorer, ScorerConfig, build_scorer
 
 __all__ = ["ScoreStage", "ScoreStageConfig"]
 
@@ -25,8 +25,8 @@ class ScoreStage:
 
     Adds ``quality`` (``float32``, the model's score range; NaN on rows without a face or
     with an error), ``exposure`` (0-255, how bright the inner face's highlights are,
-    :func:`face_iqa.exposure.face_exposure`; NaN likewise), ``frontalness`` (1 frontal, lower
-    as the head turns, from the ``landmarks`` column, :func:`face_iqa.pose.frontalness`; NaN
+    :func:`face_iqa.faces.exposure.face_exposure`; NaN likewise), ``frontalness`` (1 frontal, lower
+    as the head turns, from the ``landmarks`` column, :func:`face_iqa.faces.pose.frontalness`; NaN
     on rows without a face or without that column) and ``score_s`` (each row's
     share of the model's time for this batch). Rows keep their order; the ``crop`` column
     is kept for later stages (writers drop it).

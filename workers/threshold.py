@@ -41,10 +41,10 @@ class ThresholdConfig:
     min_face_size: faces whose box's shorter side is below this (pixels) are rejected.
     min_det_prob: faces with a lower detection probability are rejected.
     min_exposure: faces whose ``exposure`` (0-255: the 95th percentile of the inner face's
-        luma, :mod:`face_iqa.exposure`) is below are rejected as under-exposed. Rows
+        luma, :mod:`face_iqa.faces.exposure`) is below are rejected as under-exposed. Rows
         without an ``exposure`` column (a custom score stage) are not ruled on.
     min_frontalness: faces whose ``frontalness`` (1 frontal, lower as the head turns, from
-        the landmarks, :mod:`face_iqa.pose`; below 0 in profile) is below are rejected as
+        the landmarks, :mod:`face_iqa.faces.pose`; below 0 in profile) is below are rejected as
         turned away; 0 (the default) turns the rule off. Turned heads are the commonest
         failure to match on real footage; ``faceiqa eval-recognition --clips/--videos``
         writes what each level keeps there (``pose_thresholds.csv``). Rows without the

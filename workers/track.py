@@ -6,8 +6,8 @@ import hashlib
 
 import numpy as np
 
+from face_iqa.faces.track import SIGNATURE_BINS, TrackerConfig, shot_starts, track_faces
 from face_iqa.schema import STATUS_OK, check_batch
-from face_iqa.track import SIGNATURE_BINS, TrackerConfig, shot_starts, track_faces
 
 __all__ = ["TrackStage", "track_prefix"]
 
@@ -45,7 +45,7 @@ class TrackStage:
         if "crop" not in batch:
             raise ValueError("TrackStage: track.reid needs a 'descriptor' or 'crop' column")
         if self._recognizer is None:
-            from face_iqa.utility import DlibRecognizer
+            from face_iqa.faces.recognizer import DlibRecognizer
 
             self._recognizer = DlibRecognizer()
         return np.stack([self._recognizer.image_descriptor(c) for c in batch["crop"][ok]])

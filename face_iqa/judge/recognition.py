@@ -17,35 +17,34 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from face_iqa.align import align_face, crop_box, landmarks_plausible
+from face_iqa.faces.align import align_face, crop_box, landmarks_plausible
+from face_iqa.faces.sharpness import sharpness
 from face_iqa.images import ImageError, load_image
 
 __all__ = [
     "MEASURES",
+    "PhotoEvaluation",
     "build_degraded_set",
     "describe_faces",
     "edc_table",
+    "evaluate_photos",
     "pairs_from_identities",
     "pauc",
     "plot_edc",
-    "sharpness",
+    "read_identities",
+    "read_pairs",
     "threshold_table",
 ]
 
 MEASURES = ("hyperiqa", "det_prob", "face_size", "sharpness", "random")
 FRACTIONS = np.round(np.arange(0.0, 0.951, 0.05), 2)
-
-
-def sharpness(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey crop (the classic focus measure)."""
-    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 def describe_faces(
@@ -276,3 +275,72 @@ def build_degraded_set(
             cv2.imwrite(str(p), cv2.cvtColor(arr, cv2.COLOR_RGB2BGR))
             rows.append({"path": str(p), "identity": identity})
     return pd.DataFrame(rows)
+
+
+def _resolved(paths: pd.Series, base: Path) -> list[str]:
+    return [str(p if Path(p).is_absolute() else base / p) for p in paths]
+
+
+def read_identities(path: str | Path) -> pd.DataFrame:
+    """``path, identity`` of an identities CSV, paths made absolute from the CSV's folder;
+    a ``ValueError`` names the file when a column is missing."""
+    ids = pd.read_csv(path)
+    if not {"path", "identity"} <= set(ids.columns):
+        raise ValueError(f"{path}: needs 'path' and 'identity' columns")
+    ids["path"] = _resolved(ids["path"], Path(path).parent)
+    return ids
+
+
+def read_pairs(path: str | Path) -> pd.DataFrame:
+    """``a, b, same`` of a pairs CSV, paths made absolute from the CSV's folder."""
+    pairs = pd.read_csv(path)
+    if not {"a", "b", "same"} <= set(pairs.columns):
+        raise ValueError(f"{path}: needs 'a', 'b' and 'same' columns")
+    for c in ("a", "b"):
+        pairs[c] = _resolved(pairs[c], Path(path).parent)
+    pairs["same"] = pairs["same"].astype(bool)
+    return pairs
+
+
+@dataclass
+class PhotoEvaluation:
+    """What :func:`evaluate_photos` finds. ``faces``: one row per image
+    (:func:`describe_faces`); ``edc``: :func:`edc_table`'s; ``threshold``: the distance
+    threshold used; ``pair_quality``: per genuine pair, each measure's lower quality;
+    ``levels``: :func:`threshold_table` at the ``min_quality`` levels."""
+
+    faces: pd.DataFrame
+    pairs: pd.DataFrame
+    measures: tuple[str, ...]
+    edc: pd.DataFrame
+    threshold: float
+    pair_quality: pd.DataFrame
+    levels: pd.DataFrame
+
+    def pauc(self) -> dict[str, float]:
+        """Each measure's area under the EDC up to 30 % discarded."""
+        return {m: pauc(self.edc, m) for m in self.measures}
+
+
+def evaluate_photos(
+    paths: Sequence[str],
+    pairs: pd.DataFrame,
+    detector,
+    scorers: dict,
+    recognizer,
+    fmr: float = 1e-3,
+    threshold: float | None = None,
+) -> PhotoEvaluation:
+    """The EDC of every measure on photos: ``scorers`` (``{column: scorer}``, the model under
+    test first) and the simple :data:`MEASURES`, over ``pairs`` (``a, b, same``) of
+    ``paths``. ``threshold`` (a descriptor distance) is set from ``fmr`` when ``None``."""
+    measures = (*MEASURES, *list(scorers)[1:])
+    faces = describe_faces(paths, detector, scorers, recognizer)
+    table, t = edc_table(faces, pairs, fmr=fmr, threshold=threshold, measures=measures)
+    f = faces[faces["ok"]].set_index("path")
+    g = pairs[pairs["same"] & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
+    pair_quality = pd.DataFrame(
+        {m: np.minimum(f.loc[g["a"], m].to_numpy(), f.loc[g["b"], m].to_numpy()) for m in measures}
+    )
+    levels = threshold_table(faces, pairs, t)
+    return PhotoEvaluation(faces, pairs, measures, table, t, pair_quality, levels)

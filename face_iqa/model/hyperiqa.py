@@ -3,7 +3,7 @@
 A backbone with four stages feeds (a) local distortion-aware (LDA) taps that build the
 target network's input vector and (b) a hyper network that generates, per image, the
 weights and biases of a small target network, which predicts the quality. Modules only:
-no file I/O; build and load through :mod:`face_iqa.checkpoint`.
+no file I/O; build and load through :mod:`face_iqa.model.checkpoint`.
 
 The authors apply each image's target weights with a grouped convolution; here they are
 applied as one batched matrix product (``baddbmm``), which computes the same numbers.
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from face_iqa.backbones import BACKBONE_CHANNELS, build_backbone
+from face_iqa.model.backbones import BACKBONE_CHANNELS, build_backbone
 
 __all__ = ["HEADS", "HyperIQA", "HyperIQAConfig", "TargetParams", "target_forward"]
 

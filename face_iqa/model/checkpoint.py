@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from face_iqa.hyperiqa import HyperIQA, HyperIQAConfig
+from face_iqa.model.hyperiqa import HyperIQA, HyperIQAConfig
 
 __all__ = [
     "CheckpointError",

@@ -18,7 +18,7 @@ import torch
 from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from facenet_pytorch.models.utils.detect_face import detect_face
 
-from face_iqa.fast_mtcnn import fast_detect_face
+from face_iqa.faces.fast_mtcnn import fast_detect_face
 from face_iqa.schema import check_frame
 
 __all__ = ["DetectorConfig", "Detections", "MTCNNDetector", "build_detector", "resolve_device"]
@@ -41,7 +41,7 @@ class DetectorConfig:
             one thread, 16 frames of 720p: 3.0 s one at a time against 4.2 s in batches of
             8, resident memory 0.95 against 1.19 GiB; 1080p 5.5 against 6.5 s, 1.22
             against 2.14 GiB).
-        backend: ``fast`` (batched crops and NMS, :mod:`face_iqa.fast_mtcnn`) or
+        backend: ``fast`` (batched crops and NMS, :mod:`face_iqa.faces.fast_mtcnn`) or
             ``reference`` (facenet-pytorch's own ``detect_face``). Same weights, same rules.
     """
 

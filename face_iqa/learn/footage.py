@@ -14,7 +14,7 @@ genuine faces. Chosen over CR-FIQA's certainty ratio (own class centre against t
 other centre) because it uses every comparison, not two centres, and the EDC that judges a
 quality score is made of exactly these comparisons.
 
-Mapping to 0-100, next to the synthetic one (:mod:`face_iqa.utility`, ``100 * exp(-d /
+Mapping to 0-100, next to the synthetic one (:mod:`face_iqa.learn.utility`, ``100 * exp(-d /
 0.25)`` with ``d`` the distance a degradation moved the face from its clean self): a face
 that moved ``d`` away from its person loses up to ``d`` of separation, so the separation a
 face lacks against the person's good faces is a distance in the same units. With ``ref``
@@ -44,14 +44,14 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from face_iqa.degrade import (
+from face_iqa.learn.degrade import (
     DEGRADATIONS,
     EXTRA_DEGRADATIONS,
     apply_degradation,
     describe,
     sample_degradation,
 )
-from face_iqa.utility import DISTANCE_SCALE
+from face_iqa.learn.utility import DISTANCE_SCALE
 
 __all__ = [
     "FOOTAGE_FACE_ID_OFFSET",
@@ -78,7 +78,7 @@ class FootageConfig:
         (a seeded sample).
     degraded_copies: synthetically damaged copies of each face, labelled by their own
         matching.
-    extra_degradations: kinds of :data:`face_iqa.degrade.EXTRA_DEGRADATIONS` drawn too.
+    extra_degradations: kinds of :data:`face_iqa.learn.degrade.EXTRA_DEGRADATIONS` drawn too.
     reference_quantile: the quantile of a person's separations that scores 100.
     seed: the set is a function of this seed and the clips.
     """
@@ -185,7 +185,7 @@ def build_footage_set(
     ``face_id``, ``variant`` (0 undamaged, then copies), ``source``, ``frame_index``,
     ``face_size``, ``degradation`` (``clean`` for undamaged faces), ``split`` (empty).
     """
-    from face_iqa.video_eval import sample_video_faces
+    from face_iqa.faces.clips import sample_video_faces
 
     out = Path(out_dir)
     labels_path = out / "labels.parquet"
@@ -197,15 +197,15 @@ def build_footage_set(
     unknown = set(cfg.extra_degradations) - set(EXTRA_DEGRADATIONS)
     if unknown:
         raise ValueError(f"footage.extra_degradations: unknown {sorted(unknown)}")
-    from face_iqa.video_eval import read_clips
+    from face_iqa.faces.clips import read_clips
 
     clips = read_clips(cfg.clips, exclude=cfg.holdout)
     if detector is None:
-        from face_iqa.detect import DetectorConfig, build_detector
+        from face_iqa.faces.detect import DetectorConfig, build_detector
 
         detector = build_detector(DetectorConfig(device="cpu", max_side=1280))
     if recognizer is None:
-        from face_iqa.utility import DlibRecognizer
+        from face_iqa.faces.recognizer import DlibRecognizer
 
         recognizer = DlibRecognizer()
     (out / "crops").mkdir(parents=True, exist_ok=True)

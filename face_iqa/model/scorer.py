@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from face_iqa.backbones import fold_batchnorm_
-from face_iqa.checkpoint import ModelCard, build_model
-from face_iqa.detect import resolve_device
-from face_iqa.hyperiqa import HyperIQA
+from face_iqa.faces.detect import resolve_device
+from face_iqa.model.backbones import fold_batchnorm_
+from face_iqa.model.checkpoint import ModelCard, build_model
+from face_iqa.model.hyperiqa import HyperIQA
 
 __all__ = [
     "DEFAULT_CHECKPOINT",

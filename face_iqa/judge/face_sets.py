@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from face_iqa.faces.align import face_crop
+from face_iqa.faces.clips import read_clips
 from face_iqa.images import ImageError, load_image
-from face_iqa.video_eval import face_crop, read_clips
 
 __all__ = ["clip_faces", "image_faces", "labelled_faces", "run_faces", "set_scores"]
 
@@ -30,7 +31,7 @@ def image_faces(
     photo gets that ``identity``, every other face an empty one."""
     import sys
 
-    from face_iqa.datasets import _image_paths
+    from face_iqa.images import image_files
 
     named: dict[str, str] = {}
     if identities is not None:
@@ -40,7 +41,7 @@ def image_faces(
             raise ValueError(f"{identities}: needs 'file' (or 'path') and 'identity' columns")
         named = {Path(f).name: str(i) for f, i in zip(t[col], t["identity"].fillna("")) if str(i)}
     rows, crops = [], []
-    for p in _image_paths(items):
+    for p in image_files(items):
         try:
             img = load_image(p)
         except (ImageError, ValueError) as e:
@@ -74,10 +75,10 @@ def clip_faces(
     seed: int = 0,
 ) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Sampled faces of one-person clips (``file``, ``person``), each with its ``identity``
-    and a recognition ``utility``: its separation (:func:`face_iqa.footage.separation`)
+    and a recognition ``utility``: its separation (:func:`face_iqa.learn.footage.separation`)
     between its genuine and impostor dlib distances, within this set."""
-    from face_iqa.footage import label_faces
-    from face_iqa.video_eval import sample_video_faces
+    from face_iqa.faces.clips import sample_video_faces
+    from face_iqa.learn.footage import label_faces
 
     rows, crops, desc = [], [], []
     for person, path in read_clips(clips_csv, persons):
@@ -153,9 +154,9 @@ def run_faces(run_dir: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
 
 
 def labelled_faces(labels: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """The crops of a labelled set (:func:`face_iqa.datasets.load_labelled`), its label as
+    """The crops of a labelled set (:func:`face_iqa.learn.label_sets.load_labelled`), its label as
     the ``utility``; no detector values (``det_prob`` and ``face_size`` are NaN)."""
-    from face_iqa.datasets import load_labelled
+    from face_iqa.learn.label_sets import load_labelled
 
     t = load_labelled(labels).table
     crops = [load_image(p) for p in t["path"]]
@@ -175,7 +176,7 @@ def labelled_faces(labels: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
 def set_scores(measure: str, faces: pd.DataFrame, crops: list[np.ndarray], device: str):
     """Per-face scores of ``measure``: ``sharpness``, ``det_prob``, ``face_size``, ``default``
     (the embedded model) or a checkpoint path (ours or the authors' format)."""
-    from face_iqa.recognition_eval import sharpness
+    from face_iqa.faces.sharpness import sharpness
 
     if measure == "sharpness":
         return np.array([sharpness(c) for c in crops])
@@ -184,7 +185,7 @@ def set_scores(measure: str, faces: pd.DataFrame, crops: list[np.ndarray], devic
         if not np.isfinite(v).any():
             raise ValueError(f"{measure}: these faces carry no {measure} (a labelled set)")
         return v
-    from face_iqa.scorer import ScorerConfig, build_scorer
+    from face_iqa.model.scorer import ScorerConfig, build_scorer
 
     ckpt = None if measure == "default" else measure
     if ckpt is not None and not Path(ckpt).is_file():

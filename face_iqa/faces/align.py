@@ -18,6 +18,7 @@ __all__ = [
     "estimate_similarity",
     "landmarks_plausible",
     "matrix_zoom",
+    "face_crop",
     "face_template",
     "transform_points",
 ]
@@ -212,3 +213,11 @@ def landmarks_plausible(box: np.ndarray, landmarks: np.ndarray) -> bool:
     mouth_y = min(p[3, 1], p[4, 1])
     eye_dist = float(np.hypot(*(p[1] - p[0])))
     return bool(inside.all() and eyes_y < mouth_y and eye_dist >= 0.15 * w)
+
+
+def face_crop(img: np.ndarray, box, landmarks, size: int = 224) -> np.ndarray:
+    """The aligned crop of a face, or its box crop where the landmarks are implausible."""
+    box, lm = np.asarray(box, float), np.asarray(landmarks, float).reshape(5, 2)
+    if landmarks_plausible(box, lm):
+        return align_face(img, lm, size)[0]
+    return crop_box(img, box, size)[0]

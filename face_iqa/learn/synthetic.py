@@ -1,13 +1,8 @@
-"""Face quality datasets.
-
-(a) :func:`load_labelled` reads a CSV or Parquet file of ``path, score`` (optional
-``identity``, ``split``); scores in any range are normalised to [0, 100] and the original
-range is recorded. Paths are face images (crops); relative ones are relative to the file.
-
-(b) :func:`build_synthetic_set` detects and aligns clean faces in photos and video frames,
-degrades each crop at random with :mod:`face_iqa.degrade`, labels every crop with its
-recognition utility (:mod:`face_iqa.utility`) and writes the crops plus a ``labels.parquet``
-that records every degradation parameter. The set is reproducible from its seed.
+"""The synthetic label set: :func:`build_synthetic_set` detects and aligns clean faces in
+photos and video frames, degrades each crop at random with :mod:`face_iqa.learn.degrade`,
+labels every crop with its recognition utility (:mod:`face_iqa.learn.utility`) and writes the
+crops plus a ``labels.parquet`` that records every degradation parameter. The set is
+reproducible from its seed.
 """
 
 from __future__ import annotations
@@ -22,140 +17,37 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from face_iqa.align import (
+from face_iqa.faces.align import (
     align_face,
     crop_footprint,
     landmarks_plausible,
     matrix_zoom,
     reduce_lanczos,
 )
-from face_iqa.degrade import (
+from face_iqa.faces.detect import DetectorConfig, build_detector
+from face_iqa.faces.pose import frontalness
+from face_iqa.faces.recognizer import DlibRecognizer
+from face_iqa.images import image_files, load_image
+from face_iqa.learn.degrade import (
     DEGRADATIONS,
     EXTRA_DEGRADATIONS,
     apply_degradation,
     describe,
     sample_degradation,
 )
-from face_iqa.detect import DetectorConfig, build_detector
-from face_iqa.images import load_image
-from face_iqa.pose import frontalness
-from face_iqa.utility import DlibRecognizer, distance_to_quality
+from face_iqa.learn.label_sets import cluster_identities
+from face_iqa.learn.utility import distance_to_quality
 
 __all__ = [
     "RESOLUTION_ZOOMS",
-    "LabelledSet",
     "SyntheticConfig",
-    "assign_splits",
     "build_synthetic_set",
-    "cluster_identities",
     "face_region",
-    "load_labelled",
+    "pose_factor",
     "render_at_scale",
     "resolution_curve",
     "resolution_distance",
 ]
-
-
-@dataclass(frozen=True)
-class LabelledSet:
-    """A table with absolute ``path``, ``score`` in [0, 100], ``identity``, ``split`` and the
-    original score range (``score_min``, ``score_max``) it was normalised from."""
-
-    table: pd.DataFrame
-    score_min: float
-    score_max: float
-    source: str
-
-
-def load_labelled(path: str | os.PathLike[str]) -> LabelledSet:
-    """Read a labelled set; raise ``ValueError`` naming the file on a bad table."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: labelled set not found")
-    if p.suffix.lower() == ".parquet":
-        t = pd.read_parquet(p)
-    elif p.suffix.lower() == ".csv":
-        t = pd.read_csv(p)
-    else:
-        raise ValueError(f"{p}: expected a .csv or .parquet file")
-    for col in ("path", "score"):
-        if col not in t.columns:
-            raise ValueError(f"{p}: missing column {col!r} (has {list(t.columns)})")
-    t = t.copy()
-    t["score"] = pd.to_numeric(t["score"], errors="coerce")
-    if t["score"].isna().any():
-        bad = int(t["score"].isna().sum())
-        raise ValueError(f"{p}: {bad} rows have a missing or non-numeric score")
-    if len(t) < 2:
-        raise ValueError(f"{p}: needs at least 2 rows")
-    lo, hi = float(t["score"].min()), float(t["score"].max())
-    if hi <= lo:
-        raise ValueError(f"{p}: all scores are equal ({lo})")
-    t["score"] = 100.0 * (t["score"] - lo) / (hi - lo)
-    t["path"] = [str(q if Path(q).is_absolute() else (p.parent / q)) for q in t["path"]]
-    if "identity" not in t.columns:
-        t["identity"] = t["path"]  # no identities: every image is its own group
-    t["identity"] = t["identity"].fillna("").astype(str)
-    t.loc[t["identity"] == "", "identity"] = t.loc[t["identity"] == "", "path"]
-    if "split" not in t.columns:
-        t["split"] = ""
-    t["split"] = t["split"].fillna("").astype(str)
-    return LabelledSet(t, lo, hi, str(p))
-
-
-def assign_splits(
-    table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
-) -> pd.DataFrame:
-    """Fill empty ``split`` cells with train/val/test, grouped so that no group spans two
-    splits. The group is the ``group`` column when present, else ``identity``. Rows that
-    already carry a split keep it.
-
-    Groups are dealt in a seeded random order to test, then val, while they fit within the
-    split's target share; a group that does not fit goes to train, so a held-out split is
-    never one oversized group.
-    """
-    t = table.copy()
-    key = "group" if "group" in t.columns else "identity"
-    todo = t["split"] == ""
-    groups = sorted(t.loc[todo, key].astype(str).unique())
-    rng = np.random.default_rng(seed)
-    rng.shuffle(groups)
-    sizes = t.loc[todo].groupby(t.loc[todo, key].astype(str)).size()
-    total = float(sizes.sum())
-    targets = {"test": test_fraction * total, "val": val_fraction * total}
-    filled = {"test": 0.0, "val": 0.0}
-    split_of: dict[str, str] = {}
-    for g in groups:
-        n = float(sizes[g])
-        split_of[g] = "train"
-        for name in ("test", "val"):
-            if filled[name] + n <= targets[name]:
-                split_of[g] = name
-                filled[name] += n
-                break
-    t.loc[todo, "split"] = t.loc[todo, key].astype(str).map(split_of)
-    return t
-
-
-def cluster_identities(descriptors: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Group face descriptors into identities: single-linkage at ``threshold`` (dlib
-    distance). Returns an ``int`` label per row, numbered in first-seen order."""
-    n = len(descriptors)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    if n:
-        d = np.linalg.norm(descriptors[:, None, :] - descriptors[None, :, :], axis=2)
-        for i, j in zip(*np.nonzero(np.triu(d < threshold, 1))):
-            parent[find(i)] = find(j)
-    roots = [find(i) for i in range(n)]
-    first: dict[int, int] = {}
-    return np.array([first.setdefault(r, len(first)) for r in roots], np.int64)
 
 
 # zooms (crop pixels per frame pixel) the resolution curve is measured at
@@ -173,7 +65,7 @@ class SyntheticConfig:
     variants: degraded versions per clean face (plus the clean crop itself).
     crop_size: aligned crop side.
     scaled_fraction: share of degraded variants whose degradation happens at another
-        resolution than the crop's (:mod:`face_iqa.degrade`, ``scale``): between the face's
+        resolution than the crop's (:mod:`face_iqa.learn.degrade`, ``scale``): between the face's
         own resolution (``face_size / crop_size``, not below 0.5, not above 1) and
         ``max_scale``, log-uniformly. Faces in photos and frames are degraded where they
         were captured, at their own size, so JPEG blocks, grain and blur reach the crop at
@@ -186,7 +78,7 @@ class SyntheticConfig:
         resampling as in real footage (enlarged for small video faces, reduced for large
         faces in photos); ``scaled_fraction`` does not apply to them. 0 degrades every
         variant on the aligned crop.
-    extra_degradations: kinds of :data:`face_iqa.degrade.EXTRA_DEGRADATIONS` drawn besides
+    extra_degradations: kinds of :data:`face_iqa.learn.degrade.EXTRA_DEGRADATIONS` drawn besides
         the default ones (``jpeg_strong``: quality 20 down to 2). Empty draws exactly the
         variants of earlier versions.
     photo_variants: degraded versions per clean face from a photo (``images``), when
@@ -202,7 +94,7 @@ class SyntheticConfig:
         ``ladder_rungs - 1`` versions captured smaller, each the region around the face
         reduced by a scale drawn log-uniformly (antialiased Lanczos, as a downscaling
         encoder or image tool gives it) and then aligned as the pipeline aligns any face.
-        Training orders them (``ladder`` in :mod:`face_iqa.train`): a face captured with
+        Training orders them (``ladder`` in :mod:`face_iqa.learn.config`): a face captured with
         more pixels is at least as good. Unlabelled: they do not change
         ``labels.parquet``.
     ladder_min_side: the smallest face side (box, pixels) a rung reduces a face to; faces
@@ -212,7 +104,7 @@ class SyntheticConfig:
         ladders).
     pose_floor, pose_full: when ``pose_floor`` is above 0, a label also counts the face's
         pose: it is multiplied by ``clip((f - pose_floor) / (pose_full - pose_floor), 0, 1)``
-        with ``f`` the clean face's frontalness (:mod:`face_iqa.pose`), so a face turned to
+        with ``f`` the clean face's frontalness (:mod:`face_iqa.faces.pose`), so a face turned to
         ``pose_floor`` scores 0 however clean. Without it a clean crop is 100 in any pose,
         as its label compares it with itself, while on real footage turned heads are the
         commonest failure to match. Every row carries ``frontalness`` either way.
@@ -256,21 +148,6 @@ def _video_frames(path: Path, stride: int) -> Iterator[tuple[int, np.ndarray]]:
             i += 1
     finally:
         cap.release()
-
-
-def _image_paths(items: Sequence[str]) -> list[Path]:
-    from face_iqa.images import IMAGE_EXTENSIONS
-
-    out: list[Path] = []
-    for it in items:
-        p = Path(it)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: not found")
-    return out
 
 
 def face_region(
@@ -324,7 +201,7 @@ def _clean_faces(cfg: SyntheticConfig, log: Callable[[str], None]) -> list[dict]
                 face["region"], face["region_landmarks"] = face_region(frame, lm, m, cfg.crop_size)
             faces.append(face)
 
-    for p in _image_paths(cfg.images):
+    for p in image_files(cfg.images):
         take(load_image(p), str(p), 0, True)
     log(f"{len(faces)} clean faces from photos")
     for v in cfg.videos:
@@ -457,7 +334,7 @@ def render_at_scale(
     """The aligned crop of a face as if ``frame`` had been captured with ``scale`` times its
     pixels per side: the frame reduced with an antialiased Lanczos filter (as image tools
     and the alignment itself reduce; ``scale`` 1: as it is), the landmarks moved with it
-    (pixel centres), then :func:`face_iqa.align.align_face`. Returns ``(crop, matrix)``
+    (pixel centres), then :func:`face_iqa.faces.align.align_face`. Returns ``(crop, matrix)``
     like ``align_face``, the matrix from the reduced frame."""
     if not 0 < scale <= 1:
         raise ValueError(f"render_at_scale: scale must be in (0, 1], got {scale}")
@@ -524,7 +401,7 @@ def resolution_curve(
     """Descriptor distance a face loses when it is captured smaller: for each zoom of
     :data:`RESOLUTION_ZOOMS`, the median over full-detail clean crops (zoom <= 1: the face
     had at least the crop's pixels) of the distance between the crop and the crop reduced
-    by that zoom and enlarged back (as :func:`face_iqa.align.align_face` enlarges a small
+    by that zoom and enlarged back (as :func:`face_iqa.faces.align.align_face` enlarges a small
     face). Made non-decreasing; 0 at zoom 1."""
     refs = [i for i, z in enumerate(zooms) if z <= 1.0][:max_refs]
     if not refs:

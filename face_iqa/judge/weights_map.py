@@ -30,10 +30,10 @@ def generated_weights(
     crops: list[np.ndarray], checkpoint: str | None = None, device: str = "auto", batch: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
     """(first-layer target weights flattened, N x out*in; scores, N) of aligned crops."""
-    from face_iqa.checkpoint import build_model
-    from face_iqa.detect import resolve_device
-    from face_iqa.hyperiqa import target_forward
-    from face_iqa.scorer import default_checkpoint
+    from face_iqa.faces.detect import resolve_device
+    from face_iqa.model.checkpoint import build_model
+    from face_iqa.model.hyperiqa import target_forward
+    from face_iqa.model.scorer import default_checkpoint
 
     dev = resolve_device(device)
     source = checkpoint or default_checkpoint()

@@ -12,7 +12,7 @@ clip's person may appear in a video: neither is paired).
 Measures per face: the quality model (``hyperiqa``), MTCNN's probability, face size,
 Laplacian sharpness, ``frontalness`` (from the landmarks: how centred the nose is between
 the eyes and over the mouth, 1 for a frontal face, lower as the head turns), and a random
-order. The EDC is :func:`face_iqa.recognition_eval.edc_table`'s. The best-shot measure: for
+order. The EDC is :func:`face_iqa.judge.recognition.edc_table`'s. The best-shot measure: for
 each identity, each measure's best face; a pick "matches" when it matches (descriptor
 distance at most the FMR threshold) most of the identity's other sampled faces. Reported
 beside each measure: a random pick (the share of an identity's faces that would match, on
@@ -22,142 +22,30 @@ average) and the best possible pick (any face matches).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from face_iqa.align import align_face, crop_box, landmarks_plausible
-from face_iqa.pose import frontalness
-from face_iqa.recognition_eval import _COLOURS, edc_table, pauc, sharpness
+from face_iqa.faces.clips import read_clips, sample_video_faces
+from face_iqa.faces.pose import POSE_LEVELS
+from face_iqa.judge.recognition import _COLOURS, edc_table, pauc, threshold_table
 
 __all__ = [
+    "FootageEvaluation",
+    "evaluate_footage",
+    "footage_faces",
     "VIDEO_MEASURES",
     "best_shot_table",
-    "face_crop",
-    "frontalness",
     "identity_table",
     "pauc_without",
     "plot_best_shot",
-    "read_clips",
-    "sample_video_faces",
     "video_pairs",
 ]
 
 VIDEO_MEASURES = ("hyperiqa", "det_prob", "face_size", "sharpness", "frontalness", "random")
-
-
-def read_clips(
-    clips_csv: str | Path, persons: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> list[tuple[str, Path]]:
-    """``(person, clip path)`` of a ``clips.csv`` (``file``, ``person``; files relative to
-    it), only ``persons`` when given, without ``exclude``; a ``ValueError`` names the file
-    for missing columns, unknown persons or a missing clip."""
-    clips = pd.read_csv(clips_csv)
-    if not {"file", "person"} <= set(clips.columns):
-        raise ValueError(f"{clips_csv}: needs 'file' and 'person' columns")
-    who = clips["person"].astype(str)
-    unknown = (set(persons) | set(exclude)) - set(who)
-    if unknown:
-        raise ValueError(f"{clips_csv}: unknown persons {sorted(unknown)}")
-    keep = ~who.isin(exclude) & (who.isin(persons) if persons else True)
-    base = Path(clips_csv).parent
-    out = []
-    for person, f in zip(who[keep], clips.loc[keep, "file"]):
-        path = Path(f) if Path(f).is_absolute() else base / f
-        if not path.is_file():
-            raise ValueError(f"{clips_csv}: {path} does not exist")
-        out.append((person, path))
-    return out
-
-
-def face_crop(img: np.ndarray, box, landmarks, size: int = 224) -> np.ndarray:
-    """The aligned crop of a face, or its box crop where the landmarks are implausible."""
-    box, lm = np.asarray(box, float), np.asarray(landmarks, float).reshape(5, 2)
-    if landmarks_plausible(box, lm):
-        return align_face(img, lm, size)[0]
-    return crop_box(img, box, size)[0]
-
-
-def sample_video_faces(
-    video: str | Path,
-    detector,
-    min_gap: int,
-    max_faces: int | None = None,
-    tracks: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """Faces of ``video`` at least ``min_gap`` frames apart, with their aligned crops.
-
-    Without ``tracks`` (a one-person clip): the largest face of every ``min_gap``-th frame
-    (at most ``max_faces``, spread over the clip). With ``tracks`` (the pipeline's face rows
-    of this video: ``frame_index``, ``box``, ``landmarks``, ``det_prob``, ``track_id``): per
-    track, faces at least ``min_gap`` frames apart (at most ``max_faces`` a track).
-
-    Returns one row per face (``video``, ``frame_index``, ``track_id`` or ``""``, ``box``,
-    ``landmarks``, ``det_prob``, ``face_size``, ``frontalness``, ``sharpness``) and the crops.
-    """
-    cap = cv2.VideoCapture(str(video))
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    want: dict[int, list[tuple[str, np.ndarray | None, np.ndarray | None, float]]] = {}
-    if tracks is None:
-        frames = _spread(list(range(0, max(n, 1), max(1, min_gap))), max_faces)
-        want = {i: [("", None, None, np.nan)] for i in frames}
-    else:
-        t = tracks[tracks["track_id"].astype(str) != ""].sort_values("frame_index")
-        for tid, g in t.groupby("track_id"):
-            picks, last = [], -(10**9)
-            for r in g.itertuples():
-                if r.frame_index - last >= min_gap:
-                    picks.append(r)
-                    last = r.frame_index
-            for r in _spread(picks, max_faces):
-                want.setdefault(int(r.frame_index), []).append(
-                    (str(tid), np.asarray(r.box, float), np.asarray(r.landmarks, float), r.det_prob)
-                )
-    rows, crops = [], []
-    i, top = 0, max(want) if want else -1
-    while i <= top and cap.grab():
-        if i in want:
-            ok, bgr = cap.retrieve()
-            if ok:
-                img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                for tid, box, lm, prob in want[i]:
-                    if box is None:  # a clip: detect, take the largest face
-                        det = detector.detect([img])[0]
-                        if len(det) == 0:
-                            continue
-                        sides = np.minimum(
-                            det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1]
-                        )
-                        k = int(np.argmax(sides))
-                        box, lm, prob = det.boxes[k], det.landmarks[k], float(det.probs[k])
-                    crop = face_crop(img, box, lm)
-                    rows.append(
-                        {
-                            "video": str(video),
-                            "frame_index": i,
-                            "track_id": tid,
-                            "box": np.asarray(box, float).tolist(),
-                            "landmarks": np.asarray(lm, float).tolist(),
-                            "det_prob": float(prob),
-                            "face_size": float(min(box[2] - box[0], box[3] - box[1])),
-                            "frontalness": frontalness(lm),
-                            "sharpness": sharpness(crop),
-                        }
-                    )
-                    crops.append(crop)
-        i += 1
-    cap.release()
-    return pd.DataFrame(rows), crops
-
-
-def _spread(items: list, k: int | None) -> list:
-    """At most ``k`` of ``items``, evenly spread (all when ``k`` is None)."""
-    if k is None or len(items) <= k:
-        return list(items)
-    step = len(items) / k
-    return [items[int(j * step)] for j in range(k)]
 
 
 def video_pairs(faces: pd.DataFrame, min_gap: int) -> pd.DataFrame:
@@ -344,7 +232,7 @@ def pauc_without(
 ) -> dict[str, float]:
     """Each measure's EDC pAUC with one identity's faces (and so its pairs) left out, at the
     same decision threshold: does the order of the measures hold without that person?
-    ``faces`` with a ``path`` column, as for :func:`face_iqa.recognition_eval.edc_table`.
+    ``faces`` with a ``path`` column, as for :func:`face_iqa.judge.recognition.edc_table`.
     Empty when no genuine or no impostor pair is left."""
     rest = faces[faces["identity"].astype(str) != str(identity)]
     kept = set(rest["path"])
@@ -358,10 +246,10 @@ def pauc_without(
 
 def track_video(video: str | Path, detector, cfg=None, stride: int = 1) -> pd.DataFrame:
     """Detect faces on every ``stride``-th frame of ``video`` and link them into tracks
-    (:func:`face_iqa.track.track_faces`, the pipeline's tracker). Returns one row per face:
+    (:func:`face_iqa.faces.track.track_faces`, the pipeline's tracker). Returns one row per face:
     ``frame_index``, ``box``, ``landmarks``, ``det_prob``, ``track_id`` (``""`` for faces in
     no track), with ``first``/``last``, the frame span of the face's track."""
-    from face_iqa.track import (
+    from face_iqa.faces.track import (
         SIGNATURE_BINS,
         TrackerConfig,
         frame_signature,
@@ -408,3 +296,106 @@ def track_video(video: str | Path, detector, cfg=None, stride: int = 1) -> pd.Da
     f["first"] = f["track_id"].map(span["min"]).fillna(-1).astype(np.int64)
     f["last"] = f["track_id"].map(span["max"]).fillna(-1).astype(np.int64)
     return f
+
+
+def footage_faces(
+    detector,
+    scorers: dict,
+    recognizer,
+    clips: str | Path | None = None,
+    persons: Sequence[str] = (),
+    videos: Sequence[str | Path] = (),
+    min_gap: int = 10,
+    per_identity: int | None = None,
+) -> pd.DataFrame:
+    """The sampled faces of one-person ``clips`` (a ``clips.csv``, only ``persons`` when
+    given) and of tracked ``videos``, one row each: :func:`sample_video_faces`'s columns plus
+    ``identity`` (``person:NAME`` or the track), ``kind`` (``clip``/``track``), the track's
+    ``first``/``last`` frame, a ``path`` key, each scorer's column, ``random``, the dlib
+    ``descriptor`` and ``ok`` (dlib could place its shape)."""
+    tables, crops = [], []
+    if clips:
+        for person, path in read_clips(clips, persons):
+            f, c = sample_video_faces(path, detector, min_gap, per_identity)
+            f["identity"], f["kind"] = f"person:{person}", "clip"
+            f["first"] = f["last"] = -1
+            tables.append(f)
+            crops += c
+    for v in videos:
+        if not Path(v).is_file():
+            raise ValueError(f"{v}: video does not exist")
+        tracked = track_video(v, detector)
+        f, c = sample_video_faces(v, detector, min_gap, per_identity, tracked)
+        span = tracked.drop_duplicates("track_id").set_index("track_id")
+        f["identity"], f["kind"] = f["track_id"], "track"
+        f["first"] = f["track_id"].map(span["first"]).astype(int)
+        f["last"] = f["track_id"].map(span["last"]).astype(int)
+        tables.append(f)
+        crops += c
+    faces = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if faces.empty:
+        raise ValueError("no faces found in the clips and videos")
+    faces["path"] = [
+        f"{v}#f{i:06d}#{t}"
+        for v, i, t in zip(faces["video"], faces["frame_index"], faces["track_id"])
+    ]
+    stack = np.stack(crops)
+    for name, score in scorers.items():
+        faces[name] = score(stack)
+    faces["random"] = np.random.default_rng(0).random(len(faces))
+    desc, ok = [], []
+    for crop in stack:
+        try:
+            desc.append(recognizer.image_descriptor(crop))
+            ok.append(True)
+        except RuntimeError:  # dlib could not place its shape on this crop
+            desc.append(np.full(128, np.nan))
+            ok.append(False)
+    faces["descriptor"], faces["ok"] = desc, ok
+    return faces
+
+
+@dataclass
+class FootageEvaluation:
+    """What :func:`evaluate_footage` finds: the ``edc`` at ``threshold``, the ``best`` shot
+    per measure, the failed genuine pairs per identity (``identities``), the
+    ``min_frontalness`` levels (``pose``) and, when one identity holds over half of the
+    failures, each measure's pAUC without it (``without``, else empty)."""
+
+    faces: pd.DataFrame
+    pairs: pd.DataFrame
+    measures: tuple[str, ...]
+    edc: pd.DataFrame
+    threshold: float
+    best: pd.DataFrame
+    identities: pd.DataFrame
+    pose: pd.DataFrame
+    without: dict[str, float]
+
+    def pauc(self) -> dict[str, float]:
+        """Each measure's area under the EDC up to 30 % discarded."""
+        return {m: pauc(self.edc, m) for m in self.measures}
+
+
+def evaluate_footage(
+    faces: pd.DataFrame,
+    measures: Sequence[str] = VIDEO_MEASURES,
+    min_gap: int = 10,
+    fmr: float = 1e-2,
+    threshold: float | None = None,
+) -> FootageEvaluation:
+    """The EDC and the best-shot measure on :func:`footage_faces`'s faces (see the module
+    docstring); ``threshold`` is set from ``fmr`` when ``None``."""
+    measures = tuple(measures)
+    pairs = video_pairs(faces[faces["ok"]], min_gap)
+    table, t = edc_table(faces, pairs, fmr=fmr, measures=measures, threshold=threshold)
+    good = faces[faces["ok"]].set_index("path")
+    best = best_shot_table(good, pairs, t, measures)
+    ids = identity_table(good, pairs, t)
+    pose = threshold_table(
+        faces, pairs, t, POSE_LEVELS, measure="frontalness", rule="min_frontalness"
+    )
+    without = {}
+    if len(ids) and ids.iloc[0].share_of_failures > 0.5:
+        without = pauc_without(faces, pairs, ids.iloc[0].identity, t, measures)
+    return FootageEvaluation(faces, pairs, measures, table, t, best, ids, pose, without)

@@ -10,7 +10,7 @@ threshold stage (``threshold.min_exposure``), with its own reason.
 ``face_exposure`` is the 95th percentile of 8-bit luma (ITU-R BT.601 weights, 0-255, as
 OpenCV's RGB-to-grey conversion rounds it) over the inner face of
 an aligned crop (eyes to below the mouth, between the outer eye corners of the ArcFace-style
-template that :mod:`face_iqa.align` uses; hair, background and the crop's border fill take no
+template that :mod:`face_iqa.faces.align` uses; hair, background and the crop's border fill take no
 part). The highlights, not the mean: the mean luma of a face also measures its skin tone,
 and a mean-luma rule rejects well-lit dark skin before badly lit fair skin. On the shared
 data, every recognisable face (darker skin in a dim audience included) has an exposure of

@@ -1,0 +1,172 @@
+"""The training recipe as typed, frozen settings: what data, which augmentation, the ranking
+and ladder losses, the optimiser. YAML presets (``configs/train_*.yaml``) override them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from face_iqa.learn.degrade import DEGRADATIONS
+from face_iqa.learn.footage import FootageConfig
+from face_iqa.learn.synthetic import SyntheticConfig
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "LadderConfig",
+    "RankConfig",
+    "TrainConfig",
+    "plain_config",
+]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation (albumentations): a mild random crop, horizontal flips and
+    mild colour jitter. Kept mild on purpose: the label describes blur, noise and exposure,
+    which strong augmentation would change.
+
+    ``crop``: ``"resized"`` takes a random crop of ``crop_scale_min`` to all of the area and
+    resizes it back (bilinear), so nearly every labelled crop is resampled, a little softer
+    than the crops the scorer sees; ``"shift"`` moves the crop by up to ``shift_px`` whole
+    pixels (the border mirrored), which keeps every pixel as it was.
+    """
+
+    crop: str = "resized"
+    crop_scale_min: float = 0.85
+    shift_px: int = 16
+    flip: bool = True
+    color: float = 0.05
+
+    def __post_init__(self) -> None:
+        # checked when the config loads, not minutes later when the dataset is built
+        if self.crop not in ("resized", "shift") or self.shift_px < 0:
+            raise ValueError(
+                f"augment.crop {self.crop!r} (shift_px {self.shift_px}): "
+                "expected 'resized' or 'shift' with shift_px >= 0"
+            )
+        if not 0 < self.crop_scale_min <= 1:
+            raise ValueError(f"augment.crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """Pairwise ranking on train-time degradations (the idea of RankIQA, Liu et al. 2017).
+
+    A train crop is degraded twice with the same kind and random seed, once mildly and once
+    more strongly (``min_gap`` to ``min_gap + 0.3`` apart in severity, see
+    :mod:`face_iqa.learn.degrade`); the milder copy must score at least ``margin`` points higher.
+    It needs no labels, and teaches the monotone response to blur, JPEG, scale and light
+    that recognition labels, noisy at mild levels, cannot. ``weight`` 0 turns it off.
+    """
+
+    weight: float = 0.0
+    pairs: int = 8  # per batch
+    margin: float = 2.0
+    min_gap: float = 0.15
+    # share of pairs whose milder copy is the crop itself, undegraded: with a small
+    # ``min_gap`` these teach that even a slight blur or downscale of a crop is a loss
+    clean_share: float = 0.25
+    # Bases: the train crops that are clean (``degradation == "clean"`` when the set says)
+    # from faces of at least this many pixels (``face_size``), so that even a mild downscale
+    # or blur of the base is a real loss; 0 (or a set without those columns): every crop.
+    base_min_face_size: float = 0.0
+    # occlusion is left out: two patches of different size need not cover one another;
+    # ``EXTRA_DEGRADATIONS`` (e.g. ``jpeg_strong``) may be named too. Each pair draws its kind
+    # uniformly from this list, so a kind named n times is drawn n times as often (the
+    # default recipe, configs/train_face.yaml, weights JPEG that way)
+    kinds: tuple[str, ...] = tuple(k for k in DEGRADATIONS if k != "occlusion")
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """Pairwise ordering on resolution ladders (``data.synthetic.ladder_rungs``): two
+    renderings of one train face captured at different sizes, at least ``min_ratio`` apart;
+    the larger must score at least ``margin`` points higher per doubling of the detail its
+    crop holds (hinge; the detail stops growing once the face fills the crop's pixels, so
+    two captures larger than the crop need only not be reversed). The recognition labels
+    cannot say this: a face reduced from 400 to 250 pixels loses nothing dlib measures,
+    and a model trained on them alone scored a 1080p face below the same photo's 720p file
+    (model card). ``weight`` 0 turns it off.
+    """
+
+    weight: float = 0.0
+    pairs: int = 8  # per batch
+    margin: float = 2.0  # points per doubling of the detail a crop holds
+    min_ratio: float = 1.25
+    # share of pairs drawn from the faces the crop reduces at full size (zoom < 1; the
+    # rest from every face): the few large photo faces are where the alignment's rendering
+    # of a reduced face meets a 1:1 one, and a uniform draw reaches them rarely
+    large_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (
+            self.weight < 0
+            or self.pairs < 1
+            or self.min_ratio <= 1
+            or self.margin < 0
+            or not 0 <= self.large_share <= 1
+        ):
+            raise ValueError(
+                f"ladder: weight {self.weight} >= 0, pairs {self.pairs} >= 1, margin "
+                f"{self.margin} >= 0, min_ratio {self.min_ratio} > 1 and large_share "
+                f"{self.large_share} in [0, 1] expected"
+            )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Attributes:
+    labels: a labelled CSV/Parquet (``path, score[, identity, split]``). When
+        ``synthetic`` is set, the synthetic set is built (or reused) under ``synthetic_dir``
+        and its ``labels.parquet`` is used instead.
+    val_fraction / test_fraction: share of faces held out, grouped by identity, for rows
+        without a ``split``.
+    split_seed: seed of that grouping.
+    footage: real footage labelled by recognition (:mod:`face_iqa.learn.footage`), added to the
+        labels under ``footage_dir``; its persons are split on their own (whole clips to
+        train or val, ``footage_val_fraction``; its held-out clips are never read), so the
+        other set's split stays what it was.
+    """
+
+    labels: str | None = None
+    synthetic: SyntheticConfig | None = None
+    synthetic_dir: str = "runs/face_data"
+    footage: FootageConfig | None = None
+    footage_dir: str = "runs/footage_data"
+    footage_val_fraction: float = 0.15
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: str = "efficientnet_lite0"
+    head: str = "hyper"  # hyper | no_lda | fixed_target | regression (the ablations)
+    init: str = "imagenet"  # imagenet (Lite0 only) | random | a checkpoint path
+    epochs: int = 16
+    batch_size: int = 16
+    lr: float = 2e-5
+    head_lr_mult: float = 10.0
+    weight_decay: float = 5e-4
+    lr_decay_every: int = 6  # epochs; the authors divide the lr by 10 every 6 epochs
+    max_steps: int | None = None  # stop early (tests)
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 1
+    out_dir: str = "runs/face"
+    resume: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
+    progress: bool = True
+
+
+def plain_config(v):
+    """``asdict`` of a config with tuples as lists: what JSON and YAML write back."""
+    if isinstance(v, dict):
+        return {k: plain_config(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain_config(x) for x in v]
+    return v

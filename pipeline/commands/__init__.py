@@ -1,0 +1,1 @@
+"""The ``faceiqa`` commands by family: ``running``, ``evaluating``, ``training``."""
