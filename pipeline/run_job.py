@@ -32,6 +32,7 @@ import pandas as pd
 from face_iqa.schema import STATUS_ERROR, STATUS_OK
 from pipeline.config import Config, to_dict
 from pipeline.inputs import discover_sources
+from pipeline.progress import Progress, StreamClock
 from pipeline.writers import check_writable_dir, crop_file, source_key, write_parquet, write_png
 from workers.threshold import FRAME_COLUMNS, ThresholdStage
 from workers.track import TrackStage
@@ -85,6 +86,7 @@ def _batch_to_frame(batch: dict[str, np.ndarray]) -> pd.DataFrame:
         "face_reason",
         "task_id",
         "task_rows",
+        "stream_frames",
         *_TIMINGS,
     ]:
         if c in batch:
@@ -211,8 +213,8 @@ def run(
         log(f"resume: {len(done)} of {len(sources)} sources already finished")
 
     finisher = _Finisher(cfg, out, staging, store)
-    stream = _StreamClock(t_start)
-    bar = _Progress(len(todo), console) if progress and todo else None
+    stream = StreamClock(t_start)
+    bar = Progress(len(todo), console) if progress and todo else None
     if todo:
         from pipeline.graph import build_dataset, init_ray, task_split
         from workers.decode import make_tasks
@@ -221,6 +223,8 @@ def run(
         tasks = make_tasks([Path(s) for s in todo], cfg.decode, *task_split(cfg))
         for i, t in enumerate(tasks):
             t["task_id"] = i
+            if t["kind"] == "video":
+                finisher.listed[t["source"][0]] = int(t.get("count") or 0)
         ds = build_dataset(
             tasks,
             cfg,
@@ -277,6 +281,8 @@ def run(
         .value_counts()
         .to_dict(),
         "errors": sorted(set(frames_t.loc[frames_t["status"] == STATUS_ERROR, "error"]))[:50],
+        # per video: the frames its container listed and those its decoder returned
+        "videos": store.streams,
         "timing_s": {
             **{k: round(v, 3) for k, v in timings.items()},
             "wall": round(time.perf_counter() - t_start, 3),
@@ -357,6 +363,7 @@ class _Finisher:
         self.tracker = TrackStage(cfg.track)
         self.timings: dict[str, float] = defaultdict(float)
         self.t_flush = time.perf_counter()
+        self.listed: dict[str, int] = {}  # video -> frames its container lists
 
     def finish(self, ready: list[tuple[str, pd.DataFrame | None]]) -> int:
         """Finish these sources; returns their number of frames."""
@@ -374,7 +381,13 @@ class _Finisher:
             ]
             tracked.append(faces)
         faces = tracked[0] if len(tracked) == 1 else pd.concat(tracked, ignore_index=True)
+        decoded = {}
+        if "stream_frames" in faces:
+            decoded = faces.groupby("source", sort=False)["stream_frames"].max().to_dict()
         faces, frames = self.stage.decide(faces)  # per source: sources do not mix
+        src = frames["source"].astype(str)
+        frames["frames_listed"] = src.map(self.listed).fillna(-1).astype(np.int64)
+        frames["frames_decoded"] = src.map(decoded).fillna(-1).astype(np.int64)
         if self.cfg.output.crops:
             self._place_crops(faces)
         self.store.add(faces[[c for c in FACE_COLUMNS_OUT if c in faces]], frames, len(ready))
@@ -429,6 +442,7 @@ class _PartStore:
         self._faces: list[pd.DataFrame] = []
         self._frames: list[pd.DataFrame] = []
         self.buffered = 0
+        self.streams: dict[str, dict[str, int]] = {}  # filled by read()
 
     def add(self, faces: pd.DataFrame, frames: pd.DataFrame, n: int) -> None:
         self._faces.append(faces)
@@ -466,58 +480,16 @@ class _PartStore:
             return in_order(pd.concat(tables, ignore_index=True))
 
         faces, frames = load("faces"), load("frames")
+        if "frames_listed" in frames:
+            per = frames[frames["frames_listed"] >= 0].drop_duplicates("source")
+            self.streams = {
+                str(r.source): {
+                    "frames_listed": int(r.frames_listed),
+                    "frames_decoded": int(r.frames_decoded),
+                }
+                for r in per.itertuples()
+            }
         return faces, frames[FRAME_COLUMNS], in_order(_track_table(faces))
-
-
-class _Progress:
-    """The run's progress bar: sources finished, and frames with their rate."""
-
-    def __init__(self, total: int, file: TextIO) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="source", file=file, desc="faceiqa run", smoothing=0.1)
-        self.frames = 0
-        self.t0 = time.perf_counter()
-
-    def update(self, sources: int, frames: int) -> None:
-        self.frames += frames
-        dt = time.perf_counter() - self.t0
-        rate = f", {self.frames / dt:.1f} frames/s" if dt > 0 else ""
-        self.bar.set_postfix_str(f"{self.frames:,} frames{rate}", refresh=False)
-        self.bar.update(sources)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _StreamClock:
-    """When the workers' results reach the driver: the first one (the pipeline's start-up:
-    workers starting, models loading, first GPU plans) and the rate of frames after it,
-    which is the pipeline's throughput on a long input, without its start."""
-
-    def __init__(self, t_start: float) -> None:
-        self.t_start = t_start
-        self.t_first = self.t_last = None
-        self.first_frames = self.frames = 0
-
-    def add(self, batch: dict[str, np.ndarray]) -> None:
-        now = time.perf_counter()
-        n = len(set(zip(batch["source"].tolist(), batch["frame_index"].tolist())))
-        if self.t_first is None:
-            self.t_first, self.first_frames = now, n
-        self.t_last = now
-        self.frames += n
-
-    def summary(self) -> dict[str, float | int | None]:
-        if self.t_first is None:
-            return {"first_result_s": None, "frames_after_first": 0, "fps_after_first": None}
-        after = self.frames - self.first_frames
-        span = self.t_last - self.t_first
-        return {
-            "first_result_s": round(self.t_first - self.t_start, 3),
-            "frames_after_first": after,
-            "fps_after_first": round(after / span, 2) if span > 0 and after else None,
-        }
 
 
 TRACK_COLUMNS = [

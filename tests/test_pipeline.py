@@ -238,6 +238,35 @@ def test_bad_inputs_are_error_rows(ray_local, tiny_checkpoint, tmp_path):
     assert s["counts"]["frame_errors"] >= 2
 
 
+def test_matroska_clips_run_without_false_errors(ray_local, tiny_checkpoint, tmp_path):
+    """Two shared clips whose container lists one frame more than they hold: no error rows,
+    every decoded frame in the manifest, both counts in the summary; a copy cut short still
+    gets its error row."""
+    import json
+
+    clips = [shared_path("clips", n) for n in ("asl_again.mkv", "asl_brother.mkv")]
+    data = shared_path("clips", "asl_book.mkv").read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "out"
+    cfg = _cfg(tiny_checkpoint, "decode.chunk_frames=24", "threshold.min_quality=-1000")
+    frames = run([*map(str, clips), str(cut)], out, cfg, progress=False)
+    by = {Path(s).name: g for s, g in frames.groupby("source")}
+    summary = json.loads((out / "summary.json").read_text())
+    for clip, n in zip(clips, (77, 65)):
+        g = by[clip.name]
+        assert set(g["status"]) == {"ok"} and list(g["frame_index"]) == list(range(n))
+        assert summary["videos"][str(clip)] == {"frames_listed": n + 1, "frames_decoded": n}
+    c = by["cut.mkv"]
+    err = c[c["status"] == "error"]
+    assert len(err) == 1 and "truncated or corrupt" in err["error"].iloc[0]
+    decoded = summary["videos"][str(cut)]["frames_decoded"]
+    assert decoded == (c["status"] == "ok").sum() < summary["videos"][str(cut)]["frames_listed"]
+    assert summary["counts"]["frame_errors"] == 1
+    assert set(pd.read_parquet(out / "frames.parquet").columns) == set(frames.columns)
+    assert "frames_listed" not in frames.columns
+
+
 def test_missing_input_and_bad_config_fail_before_work(tmp_path, capsys):
     from pipeline.cli import main
 

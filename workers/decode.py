@@ -3,6 +3,15 @@
 A task is one image, a few images, or one chunk of a video's frames, so a long video streams
 through the pipeline chunk by chunk instead of being loaded whole. Every frame a task
 should produce appears in its output exactly once: decoded, or as an error row.
+
+The decoded stream is the truth. Containers such as Matroska and WebM only estimate their
+frame count, so a video whose frames decode to the end is not an error whatever its header
+listed; the last row of a video carries ``stream_frames`` (how many frames the decoder
+returned), which the run's summary sets beside the listed count. A video whose decoder stops
+before the container's duration (cut bytes, lost packets) ends with an error row. Frames
+come out upright where the container holds a rotation (phone video), and ``timestamp_s`` is
+the frame's presentation time where the container gives one, so variable-frame-rate video
+keeps its true times.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ __all__ = [
     "iter_task_rows",
     "make_tasks",
     "probe_video",
+    "stream_short",
 ]
 
 VIDEO_EXTENSIONS = frozenset(
@@ -38,6 +48,10 @@ VIDEO_EXTENSIONS = frozenset(
 
 
 _NO_FRAME = np.zeros((0, 0, 3), np.uint8)
+
+# How far a stream may end before the container's listed end and still count as whole:
+# Matroska/WebM headers give a duration, from which the count is estimated to a frame or two.
+END_TOLERANCE_FRAMES = 2
 
 
 def is_video(path: str | Path) -> bool:
@@ -117,8 +131,10 @@ def make_tasks(
                     "stop": -1,
                     "step": 1.0,
                     "fps": 0.0,
+                    "sample_fps": 0.0,
                     "last": True,
                     "max_pixels": cfg.max_pixels,
+                    "count": 0,
                 }
             )
             images.clear()
@@ -132,6 +148,8 @@ def make_tasks(
         n, fps = probes[p]
         step = _video_step(cfg, fps)
         span = max(1, int(round(chunk * step)))
+        # sampled by presentation time when decode.fps is set and the container has a rate
+        sample_fps = float(cfg.fps) if cfg.fps is not None and fps > 0 else 0.0
         if n <= 0:
             tasks.append(
                 {
@@ -141,12 +159,18 @@ def make_tasks(
                     "stop": -1,
                     "step": step,
                     "fps": fps,
+                    "sample_fps": sample_fps,
                     "last": True,
                     "max_pixels": cfg.max_pixels,
+                    "count": 0,
                 }
             )
             continue
         starts = list(range(0, n, span))
+        if len(starts) > 1 and n - starts[-1] < step + END_TOLERANCE_FRAMES + 1:
+            # a tail this short may hold no sampled frame once the stream proves shorter
+            # than listed: the chunk before runs to the end instead
+            starts.pop()
         for j, s in enumerate(starts):
             last = j == len(starts) - 1
             # the last chunk runs to the real end, in case the container undercounts
@@ -158,6 +182,7 @@ def make_tasks(
                     "stop": -1 if last else s + span,
                     "step": step,
                     "fps": fps,
+                    "sample_fps": sample_fps,
                     "last": last,
                     "max_pixels": cfg.max_pixels,
                     "count": n,
@@ -176,6 +201,15 @@ def _sampled(i: int, step: float) -> bool:
     return int(math.ceil(k * step - 1e-9)) == i
 
 
+def _sampled_at(t: float, prev: float | None, rate: float) -> bool:
+    """By presentation time: the frame at ``t`` seconds is sampled when it is the first at or
+    after a multiple of ``1 / rate`` (``prev``: the previous frame's time, None for the
+    first frame of the stream)."""
+    if prev is None:
+        return True
+    return math.floor(t * rate + 1e-6) > math.floor(prev * rate + 1e-6)
+
+
 def _error_row(src: str, msg: str, frame_index: int = -1, ts: float = np.nan) -> dict[str, Any]:
     """A frame row that failed; frame_index -1 stands for "the whole source"."""
     return {
@@ -188,13 +222,46 @@ def _error_row(src: str, msg: str, frame_index: int = -1, ts: float = np.nan) ->
     }
 
 
+def _position_s(cap: cv2.VideoCapture, i: int, fps: float) -> float:
+    """The grabbed frame's presentation time (seconds): the container's where it gives one,
+    else ``i / fps`` (NaN without a rate)."""
+    ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+    if math.isfinite(ms) and ms >= 0 and (ms > 0 or i == 0):
+        return ms / 1000.0
+    return i / fps if fps > 0 else np.nan
+
+
+def stream_short(decoded: int, listed: int, last_s: float, fps: float) -> bool:
+    """Did the decoder stop before the container's end? Only when it returned more than
+    :data:`END_TOLERANCE_FRAMES` fewer frames than listed *and* its last frame lies that
+    far before the listed duration (``listed / fps``): a Matroska count estimated from the
+    duration, or a variable frame rate whose count differs from duration x rate, is no
+    error while the times reach the end."""
+    if listed <= 0 or decoded >= listed - END_TOLERANCE_FRAMES:
+        return False
+    if fps <= 0 or not math.isfinite(last_s):
+        return True
+    return last_s + 1.0 / fps < (listed - END_TOLERANCE_FRAMES) / fps
+
+
+def _open_video(src: str) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(src)
+    # upright frames for videos with rotation metadata (phones): OpenCV's FFmpeg backend
+    # applies the display matrix when asked; asked explicitly so a changed default cannot
+    # turn faces sideways
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+    return cap
+
+
 def _iter_video(task: dict[str, Any]) -> Iterator[dict[str, Any]]:
     src = task["source"][0]
     start, stop, step, fps = task["start"], task["stop"], task["step"], task["fps"]
-    cap = cv2.VideoCapture(src)
+    rate = float(task.get("sample_fps") or 0.0)
+    cap = _open_video(src)
     if not cap.isOpened():
         if start == 0:
-            yield _error_row(src, f"{src}: cannot open video (corrupt, truncated or unsupported)")
+            row = _error_row(src, f"{src}: cannot open video (corrupt, truncated or unsupported)")
+            yield {**row, "stream_frames": 0}
         return
     try:
         w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
@@ -210,50 +277,77 @@ def _iter_video(task: dict[str, Any]) -> Iterator[dict[str, Any]]:
                     )
                 )
             return
-        reached = start
-        if start > 0:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+        # with time sampling a chunk starts one frame early: its first frame's predecessor
+        # decides whether it is sampled
+        first = start - 1 if rate > 0 and start > 0 else start
+        reached = first
+        last_s = np.nan  # the time of the last frame grabbed
+        if first > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, first)
             pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
-            if pos != start:  # inexact seek: walk from the start instead
+            if pos != first:  # inexact seek (or past the end): walk from the start instead
                 cap.release()
-                cap = cv2.VideoCapture(src)
+                cap = _open_video(src)
                 reached = 0
-                while reached < start and cap.grab():
+                while reached < first and cap.grab():
+                    last_s = _position_s(cap, reached, fps)
                     reached += 1
-        i = start if reached == start else -1
+        i = first if reached == first else -1
+        ended = i < 0  # the decoder returned its last frame within this task
+        prev_s: float | None = None
+        held: dict[str, Any] | None = None  # the last row, sent once the end is known
         while i >= 0 and (stop < 0 or i < stop):
             ok = cap.grab()
             if not ok:
+                ended = True
                 break
-            if _sampled(i, step):
+            ts = _position_s(cap, i, fps)
+            last_s = ts
+            if i < start:  # the predecessor of a time-sampled chunk's first frame
+                prev_s, i = ts, i + 1
+                continue
+            take = _sampled_at(ts, prev_s, rate) if rate > 0 and math.isfinite(ts) else None
+            if take is None:
+                take = _sampled(i, step)
+            prev_s = ts
+            if take:
                 ok, bgr = cap.retrieve()
-                ts = i / fps if fps > 0 else np.nan
                 if ok and bgr is not None:
-                    yield (
-                        {
-                            "source": src,
-                            "frame_index": i,
-                            "timestamp_s": ts,
-                            "frame": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
-                            "status": STATUS_OK,
-                            "error": "",
-                        }
-                    )
+                    row = {
+                        "source": src,
+                        "frame_index": i,
+                        "timestamp_s": ts,
+                        "frame": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                        "status": STATUS_OK,
+                        "error": "",
+                    }
                 else:
-                    yield _error_row(src, f"{src}: frame {i} could not be decoded", i, ts)
+                    row = _error_row(src, f"{src}: frame {i} could not be decoded", i, ts)
+                if held is not None:
+                    yield held
+                held = row
             i += 1
-        if start == 0 and i == 0:
-            yield _error_row(src, f"{src}: video has no decodable frames")
-        elif task.get("last") and 0 < (end := i if i >= 0 else reached) < int(task.get("count", 0)):
+        end = i if i >= 0 else reached  # frames the decoder returned, when this task is last
+        tail: dict[str, Any] | None = None
+        if start == 0 and end == 0:
+            tail = _error_row(src, f"{src}: video has no decodable frames")
+        elif task.get("last") and stream_short(end, int(task.get("count") or 0), last_s, fps):
             # frames the container lists but the decoder never returned (a truncated file,
             # or packets lost to corruption): say so in the manifest rather than drop them
-            yield (
-                _error_row(
-                    src,
-                    f"{src}: the stream ends after {end} frames but the container lists "
-                    f"{int(task['count'])} (truncated or corrupt data)",
-                )
+            tail = _error_row(
+                src,
+                f"{src}: the stream ends after {end} frames but the container lists "
+                f"{int(task['count'])} (truncated or corrupt data)",
             )
+        if ended or task.get("last"):
+            if tail is not None:
+                tail["stream_frames"] = end
+            elif held is not None:
+                held["stream_frames"] = end
+        if held is not None:
+            yield held
+        if tail is not None:
+            yield tail
     finally:
         cap.release()
 
@@ -312,6 +406,7 @@ def frame_batch(rows: list[dict[str, Any]], seconds: float = 0.0) -> dict[str, n
         "frame": frames,
         "status": np.array([r["status"] for r in rows], dtype=object).astype(str),
         "error": np.array([r["error"] for r in rows], dtype=object).astype(str),
+        "stream_frames": np.array([r.get("stream_frames", -1) for r in rows], np.int64),
         "decode_s": np.full(len(rows), seconds / max(len(rows), 1)),
     }
 
@@ -343,7 +438,8 @@ class DecodeStage:
     """Decode tasks (a batch of task rows) into a frame batch for ``DetectStage``.
 
     Output columns: ``source``, ``frame_index``, ``timestamp_s``, ``frame`` (object array of
-    ``uint8`` HxWx3, None on error rows), ``status``, ``error``, ``decode_s`` (per-row share
+    ``uint8`` HxWx3, None on error rows), ``status``, ``error``, ``stream_frames`` (on a
+    video's last row the frames its decoder returned, else -1), ``decode_s`` (per-row share
     of the decode time).
     """
 

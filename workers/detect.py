@@ -64,6 +64,7 @@ class DetectStage:
     :func:`face_iqa.faces.track.frame_signature`; NaN for a failed frame), ``detect_s`` and
     ``align_s`` (the detector's time, and the cropping's with the signatures, for this
     batch, seconds, shared out over the rows so that a column's sum is the total).
+    ``stream_frames``, when the batch has it, is carried to every row of its frame.
     A frame with no face gives one ``status="no_face"`` row, a failed frame one
     ``status="error"`` row with the message; the batch never raises for one bad frame.
     """
@@ -156,6 +157,8 @@ class DetectStage:
         for name in [k for k in batch if k.endswith("_s") and k != "timestamp_s"]:
             v = np.asarray(batch[name], np.float64)
             out[name] = v[frame_of] / np.maximum(per_frame[frame_of], 1)
+        if "stream_frames" in batch:  # the decoder's frame count, on a video's last frame
+            out["stream_frames"] = np.asarray(batch["stream_frames"], np.int64)[frame_of]
         return out
 
     def _detect(
