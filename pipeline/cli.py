@@ -127,7 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     src = e.add_mutually_exclusive_group()
     src.add_argument("--pairs", metavar="FILE", help="CSV: a, b, same (1/0)")
-    src.add_argument("--identities", metavar="FILE", help="CSV: path, identity (all pairs)")
+    src.add_argument(
+        "--identities",
+        metavar="FILE",
+        help="CSV: path (or file), identity[, set]: the person's face chosen in each photo, "
+        "the EDC per set and pooled with a bootstrap over people, the best photo per person",
+    )
     src.add_argument("--clips", metavar="FILE", help="CSV: file, person (one person a video clip)")
     e.add_argument(
         "--degraded",
@@ -148,6 +153,19 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PERSON",
         help="with --clips: only these persons' clips (e.g. the clips a model never saw)",
+    )
+    e.add_argument(
+        "--sets", nargs="+", default=[], metavar="SET", help="with --identities: only these sets"
+    )
+    e.add_argument(
+        "--agree",
+        type=float,
+        default=0.7,
+        help="with --identities: a photo's face is the person's when its median dlib distance "
+        "to the person's other photos is at most this (0.7); else a failure to acquire",
+    )
+    e.add_argument(
+        "--bootstrap", type=int, default=200, help="resamples of the people for the pAUC (200)"
     )
     e.add_argument(
         "--min-gap", type=int, default=10, help="video faces sampled this many frames apart (10)"

@@ -4,6 +4,7 @@ calls :mod:`face_iqa.judge` and prints what it found."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -53,6 +54,8 @@ def eval_recognition(args: argparse.Namespace) -> int:
     scorers = _scorers(args)  # the checkpoints load and the names are checked before any work
     if args.clips or args.videos:
         return _eval_footage(args, out, scorers)
+    if args.identities and not args.degraded:
+        return _eval_identity_photos(args, out, scorers)
     if args.identities:
         ids = read_identities(args.identities)
         if args.degraded:
@@ -87,6 +90,82 @@ def eval_recognition(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out / 'edc.csv'}, {out / 'edc.png'}, {out / 'thresholds.csv'}")
     return 0
+
+
+def _eval_identity_photos(args: argparse.Namespace, out: Path, scorers: dict) -> int:
+    """``eval-recognition --identities``: the person's face in each photo, the EDC per set
+    and pooled, the bootstrap, the failures per person, the best photo (see
+    :mod:`face_iqa.judge.identities`)."""
+    from face_iqa.faces.detect import DetectorConfig, build_detector
+    from face_iqa.faces.recognizer import DlibRecognizer
+    from face_iqa.judge.identities import (
+        PHOTO_MEASURES,
+        acquire_faces,
+        choose_faces,
+        evaluate_identities,
+        photo_faces,
+        read_identity_photos,
+    )
+    from face_iqa.judge.recognition import plot_edc, threshold_table
+    from pipeline.writers import write_parquet
+
+    photos = read_identity_photos(args.identities)
+    if args.sets:
+        unknown = set(args.sets) - set(photos["set"])
+        if unknown:
+            raise ValueError(f"{args.identities}: no set {sorted(unknown)}")
+        photos = photos[photos["set"].isin(args.sets)].reset_index(drop=True)
+    detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
+    cands, crops = acquire_faces(photos, detector, DlibRecognizer(), log=_stderr)
+    chosen = choose_faces(cands, agree=args.agree)
+    faces, _ = photo_faces(cands, crops, chosen, scorers)
+    measures = (*PHOTO_MEASURES, *list(scorers)[1:])
+    ev = evaluate_identities(
+        faces, measures, fmr=args.fmr, bootstrap=args.bootstrap, threshold=args.threshold
+    )
+    write_parquet(faces.drop(columns=["descriptor"], errors="ignore"), out / "faces.parquet")
+    write_parquet(cands.drop(columns=["descriptor"], errors="ignore"), out / "candidates.parquet")
+    pooled = ev.edc[ev.edc["set"] == "pooled"].drop(columns="set")
+    pooled.to_csv(out / "edc.csv", index=False)
+    ev.edc.to_csv(out / "edc_sets.csv", index=False)
+    ev.pair_quality.to_csv(out / "pair_quality.csv", index=False)
+    ev.pauc.to_csv(out / "pauc.csv", index=False)
+    ev.acquired.to_csv(out / "acquired.csv", index=False)
+    ev.identities.to_csv(out / "identities.csv", index=False)
+    ev.best_photo.to_csv(out / "best_photo.csv", index=False)
+    plot_edc(pooled, out / "edc.png", title=f"EDC (photos, pooled) at FMR {args.fmr:g}")
+    levels = threshold_table(faces, ev.pairs, ev.thresholds["pooled"])
+    levels.to_csv(out / "thresholds.csv", index=False)
+    for r in ev.acquired.itertuples():
+        print(
+            f"{r.set}: {r.photos} photos of {r.people} people; the person's face in {r.acquired} "
+            f"(failures to acquire: {r.no_face} no face, {r.no_agreement} none agreeing, "
+            f"{r.unreadable} unreadable)"
+        )
+    for s, g in ev.pauc.groupby("set", sort=False):
+        first = g.iloc[0]
+        print(
+            f"{s}: {int(first.genuine_pairs)} genuine pairs, threshold {first.threshold:.3f} "
+            f"({_operating_point(args)}), FNMR with nothing discarded {first.fnmr:.3f}"
+        )
+        for r in g.sort_values("pauc").itertuples():
+            boot = getattr(r, "beats_best_other", float("nan"))
+            note = f"   beats the best other in {boot:.0%} of resamples" if boot == boot else ""
+            print(f"  pAUC(0-30%) {r.measure:<12} {r.pauc:.4f}{note}")
+    for r in ev.best_photo[ev.best_photo["set"] == "pooled"].itertuples():
+        print(
+            f"  best photo {r.measure:<14} matches {r.match_rate:6.1%} of the person's other "
+            f"photos ({r.identities} people)"
+        )
+    print(
+        f"wrote {out / 'edc.csv'}, {out / 'pauc.csv'}, {out / 'identities.csv'}, "
+        f"{out / 'best_photo.csv'}, {out / 'acquired.csv'}, {out / 'faces.parquet'}"
+    )
+    return 0
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _scorers(args: argparse.Namespace) -> dict:

@@ -1,0 +1,424 @@
+"""Recognition on identity photo sets (a CSV of photo and person, as a face dataset is):
+the labelled person's face in every photo, the EDC per set and pooled with a bootstrap over
+people, the failures per person, and the best photo of each person.
+
+Which face is the person's: every face the detector finds in a photo is a candidate; the
+candidate whose descriptor lies nearest (median distance) to the person's faces in their
+other photos is chosen, when that distance is at most ``agree``. A photo where no candidate
+agrees is a *failure to acquire*: counted and reported, never silently dropped, and it takes
+no part in the pairs. The first choice in each photo is its largest face; two rounds of
+re-choosing each photo's face against the others' current choices settle it (the median
+keeps a minority of wrong choices from pulling). A person with one photo keeps its
+largest face. ``agree`` (0.7) is looser than dlib's same-person threshold (0.6), so a true
+face that is hard to recognise stays in (its failures are what the EDC measures) while
+another person's face (dlib's impostor distances lie mostly above 0.75) goes.
+
+Tight crops (a photo whose longer side is at most ``pad_below`` pixels, such as 112 px
+aligned faces) get a border of half their size on each side before detection, as MTCNN
+needs context around a face; boxes and crops are taken from the padded photo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from face_iqa.faces.align import face_crop
+from face_iqa.faces.exposure import face_exposure
+from face_iqa.faces.pose import frontalness
+from face_iqa.faces.sharpness import sharpness
+from face_iqa.images import ImageError, load_image
+from face_iqa.judge.recognition import FRACTIONS, pauc
+from face_iqa.judge.video import best_shot_table, identity_table
+
+__all__ = [
+    "PHOTO_MEASURES",
+    "IdentityEvaluation",
+    "acquire_faces",
+    "bootstrap_pauc",
+    "choose_faces",
+    "evaluate_identities",
+    "genuine_pairs",
+    "impostor_threshold",
+    "pad_tight",
+    "read_identity_photos",
+]
+
+PHOTO_MEASURES = (
+    "hyperiqa",
+    "face_size",
+    "sharpness",
+    "det_prob",
+    "frontalness",
+    "exposure",
+    "random",
+)
+
+
+def read_identity_photos(path: str | Path) -> pd.DataFrame:
+    """``path``, ``identity``, ``set`` of an identities CSV (``path`` or ``file`` column,
+    relative to the CSV's folder; ``set`` is ``all`` where the file has none)."""
+    t = pd.read_csv(path)
+    col = "path" if "path" in t.columns else "file" if "file" in t.columns else None
+    if col is None or "identity" not in t.columns:
+        raise ValueError(f"{path}: needs 'path' (or 'file') and 'identity' columns")
+    base = Path(path).parent
+    out = pd.DataFrame(
+        {
+            "path": [str(p if Path(p).is_absolute() else base / p) for p in t[col]],
+            "identity": t["identity"].astype(str),
+            "set": t["set"].astype(str) if "set" in t.columns else "all",
+        }
+    )
+    return out
+
+
+def pad_tight(img: np.ndarray, pad_below: int = 256) -> np.ndarray:
+    """``img`` with a border of half its size on each side (its mean colour) when its longer
+    side is at most ``pad_below``; else ``img`` itself."""
+    h, w = img.shape[:2]
+    if max(h, w) > pad_below:
+        return img
+    colour = [float(c) for c in img.reshape(-1, 3).mean(0)]
+    return cv2.copyMakeBorder(
+        img, h // 2, h // 2, w // 2, w // 2, cv2.BORDER_CONSTANT, value=colour
+    )
+
+
+def acquire_faces(
+    photos: pd.DataFrame,
+    detector,
+    recognizer,
+    pad_below: int = 256,
+    log: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Every face candidate of every photo: one row per candidate (``path``, ``identity``,
+    ``set``, ``cand``, ``n_cands``, ``box``, ``landmarks``, ``det_prob``, ``face_size``,
+    ``frontalness``, ``exposure``, ``sharpness``, ``descriptor``), plus one row with
+    ``cand = -1`` and an ``error`` for a photo that fails to load or has no usable face; and
+    the candidates' aligned crops (in row order, none for the ``-1`` rows). ``log`` hears
+    how far it got every 250 photos."""
+    rows, crops = [], []
+    for n, r in enumerate(photos.itertuples(index=False)):
+        if log is not None and n and n % 250 == 0:
+            log(f"  {n} of {len(photos)} photos described")
+        base = {"path": r.path, "identity": r.identity, "set": r.set}
+        try:
+            img = pad_tight(load_image(r.path), pad_below)
+            det = detector.detect([img])[0]
+        except (ImageError, ValueError) as e:
+            rows.append({**base, "cand": -1, "n_cands": 0, "error": str(e)})
+            continue
+        found = []
+        for k in range(len(det)):
+            box, lm = det.boxes[k], det.landmarks[k]
+            crop = face_crop(img, box, lm)
+            try:
+                desc = recognizer.image_descriptor(crop)
+            except RuntimeError:  # dlib could not place its shape on this crop
+                continue
+            found.append(
+                {
+                    "box": np.asarray(box, float).tolist(),
+                    "landmarks": np.asarray(lm, float).tolist(),
+                    "det_prob": float(det.probs[k]),
+                    "face_size": float(min(box[2] - box[0], box[3] - box[1])),
+                    "frontalness": frontalness(lm),
+                    "exposure": float(face_exposure(crop[None])[0]),
+                    "sharpness": sharpness(crop),
+                    "descriptor": desc,
+                    "crop": crop,
+                }
+            )
+        if not found:
+            rows.append({**base, "cand": -1, "n_cands": 0, "error": f"{r.path}: no face found"})
+            continue
+        for k, f in enumerate(found):
+            crops.append(f.pop("crop"))
+            rows.append({**base, "cand": k, "n_cands": len(found), "error": "", **f})
+    return pd.DataFrame(rows), crops
+
+
+def choose_faces(cands: pd.DataFrame, agree: float = 0.7, rounds: int = 2) -> pd.Series:
+    """Which candidate row is the labelled person's face in each photo (see the module
+    docstring): a boolean Series over ``cands`` rows, ``True`` on the chosen face. The
+    ``agreement`` column (median distance of each candidate to the person's chosen faces in
+    the other photos; NaN for a person with one photo) is added to ``cands``."""
+    chosen = pd.Series(False, index=cands.index)
+    cands["agreement"] = np.nan
+    usable = cands[cands["cand"] >= 0]
+    for _, person in usable.groupby("identity", sort=False):
+        by_photo = {p: g.index.to_numpy() for p, g in person.groupby("path", sort=False)}
+        desc = {i: np.asarray(d, float) for i, d in zip(person.index, person["descriptor"])}
+        size = person["face_size"]
+        pick = {p: idx[int(np.argmax(size.loc[idx].to_numpy()))] for p, idx in by_photo.items()}
+        if len(by_photo) < 2:
+            chosen.loc[list(pick.values())] = True
+            continue
+        med: dict[int, float] = {}
+        for _ in range(rounds):
+            for p, idx in by_photo.items():
+                others = np.stack([desc[pick[q]] for q in by_photo if q != p])
+                for i in idx:
+                    med[i] = float(np.median(np.linalg.norm(others - desc[i], axis=1)))
+            pick = {p: idx[int(np.argmin([med[i] for i in idx]))] for p, idx in by_photo.items()}
+        cands.loc[list(med), "agreement"] = pd.Series(med)
+        chosen.loc[[i for i in pick.values() if med[i] <= agree]] = True
+    return chosen
+
+
+def genuine_pairs(faces: pd.DataFrame) -> pd.DataFrame:
+    """``a, b, same`` (all ``True``) over the ``path``s of each identity of ``faces``."""
+    rows = []
+    for _, g in faces.groupby("identity", sort=False):
+        p = g["path"].to_numpy()
+        i, j = np.triu_indices(len(p), 1)
+        rows.append(pd.DataFrame({"a": p[i], "b": p[j]}))
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({"a": [], "b": []})
+    out["same"] = True
+    return out
+
+
+def impostor_threshold(desc: np.ndarray, identity: np.ndarray, fmr: float) -> float:
+    """The largest distance threshold whose false match rate over all pairs of different
+    identities stays at or below ``fmr`` (computed in blocks: no pair table is built)."""
+    desc = np.asarray(desc, np.float32)
+    codes = pd.factorize(np.asarray(identity))[0]
+    n = len(desc)
+    n_imp = int(n * (n - 1) // 2 - sum(c * (c - 1) // 2 for c in np.bincount(codes)))
+    k = int(np.floor(fmr * n_imp))  # the (k+1)-th smallest impostor distance
+    keep = max(k + 1, 1)
+    smallest = np.zeros(0, np.float32)
+    sq = (desc**2).sum(1)
+    for s in range(0, n, 512):
+        block = desc[s : s + 512]
+        d2 = sq[s : s + 512, None] + sq[None] - 2 * block @ desc.T
+        d = np.sqrt(np.maximum(d2, 0))
+        rows = np.arange(s, s + len(block))[:, None]
+        mask = (np.arange(n)[None] > rows) & (codes[None] != codes[rows])
+        v = d[mask]
+        if len(v) > keep:
+            v = np.partition(v, keep - 1)[:keep]
+        smallest = np.concatenate([smallest, v])
+        if len(smallest) > keep:
+            smallest = np.partition(smallest, keep - 1)[:keep]
+    smallest = np.sort(smallest)
+    if k < len(smallest):
+        return float(smallest[k] - 1e-6)
+    return float(smallest[-1]) if len(smallest) else float("nan")
+
+
+def _edc_rows(low: np.ndarray, fail: np.ndarray, w: np.ndarray, fractions) -> np.ndarray:
+    """FNMR after discarding each fraction of the (weighted) genuine pairs with the lowest
+    ``low``; weights ``w`` (a bootstrap's identity counts) of shape (R, P)."""
+    order = np.argsort(low, kind="stable")
+    w = w[:, order]
+    f = fail[order].astype(float)
+    cw = np.cumsum(w, axis=1)
+    total = cw[:, -1:]
+    cf = np.cumsum(w * f, axis=1)
+    out = []
+    for frac in fractions:
+        cut = frac * total  # weight discarded
+        k = np.array([np.searchsorted(c, t, side="right") for c, t in zip(cw, cut[:, 0])])
+        gone_w = np.where(k > 0, cw[np.arange(len(k)), np.maximum(k - 1, 0)], 0.0)
+        gone_f = np.where(k > 0, cf[np.arange(len(k)), np.maximum(k - 1, 0)], 0.0)
+        left = total[:, 0] - gone_w
+        out.append(np.where(left > 0, (cf[:, -1] - gone_f) / np.maximum(left, 1e-12), 0.0))
+    return np.stack(out, axis=1)
+
+
+def bootstrap_pauc(
+    faces: pd.DataFrame,
+    pairs: pd.DataFrame,
+    threshold: float,
+    measures: Sequence[str],
+    n: int = 200,
+    seed: int = 0,
+    upto: float = 0.3,
+) -> pd.DataFrame:
+    """pAUC (0 to ``upto`` discarded) of each measure in ``n`` resamples of the identities
+    (drawn with replacement, each bringing all its genuine pairs): one row per resample,
+    one column per measure. ``faces`` indexed by ``path`` with ``identity``, ``descriptor``
+    and the measures; ``pairs`` the genuine pairs."""
+    ids = faces.loc[pairs["a"], "identity"].to_numpy()
+    uniq, codes = np.unique(ids, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(uniq), (n, len(uniq)))
+    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in draws]).astype(float)
+    w = counts[:, codes]
+    da = np.stack(faces.loc[pairs["a"], "descriptor"].to_numpy())
+    db = np.stack(faces.loc[pairs["b"], "descriptor"].to_numpy())
+    fail = np.linalg.norm(da - db, axis=1) > threshold
+    fr = FRACTIONS[FRACTIONS <= upto + 1e-9]
+    out = {}
+    for m in measures:
+        low = np.minimum(
+            faces.loc[pairs["a"], m].to_numpy(float), faces.loc[pairs["b"], m].to_numpy(float)
+        )
+        curves = _edc_rows(low, fail, w, fr)
+        out[m] = np.trapezoid(curves, fr, axis=1)
+    return pd.DataFrame(out)
+
+
+@dataclass
+class IdentityEvaluation:
+    """What :func:`evaluate_identities` finds, per set and pooled (``set`` ``pooled``):
+    ``acquired`` (photos, faces chosen, failures to acquire and why), ``edc`` (long table:
+    ``set``, ``discarded`` and one column per measure), ``pauc`` (per set and measure, with
+    the bootstrap's share of resamples where the model beats the best other measure),
+    ``thresholds`` (the distance threshold per set), ``identities`` (failed genuine pairs per
+    person) and ``best_photo`` (each measure's best photo per person); ``pairs`` and
+    ``pair_quality`` (each measure's lower quality of each genuine pair) are the pooled
+    set's."""
+
+    faces: pd.DataFrame
+    pairs: pd.DataFrame
+    pair_quality: pd.DataFrame
+    acquired: pd.DataFrame
+    edc: pd.DataFrame
+    pauc: pd.DataFrame
+    thresholds: dict[str, float]
+    identities: pd.DataFrame
+    best_photo: pd.DataFrame
+
+
+def evaluate_identities(
+    faces: pd.DataFrame,
+    measures: Sequence[str] = PHOTO_MEASURES,
+    fmr: float = 1e-3,
+    bootstrap: int = 200,
+    model: str = "hyperiqa",
+    threshold: float | None = None,
+) -> IdentityEvaluation:
+    """The EDC, bootstrap, failures and best photo of chosen faces (one row per photo,
+    ``ok`` where a face was acquired; :func:`photo_faces`), per ``set`` and pooled. Each
+    set's distance threshold is set at ``fmr`` on its own impostor pairs (every pair of
+    photos of two people), unless ``threshold`` is given."""
+    measures = tuple(measures)
+    good = faces[faces["ok"]].copy()
+    sets = ["pooled", *sorted(good["set"].unique())] if good["set"].nunique() > 1 else ["pooled"]
+    edcs, paucs, thresholds, ident_tabs, best_tabs = [], [], {}, [], []
+    pooled_pairs, pair_quality = pd.DataFrame(columns=["a", "b", "same"]), pd.DataFrame()
+    for s in sets:
+        sub = good if s == "pooled" else good[good["set"] == s]
+        t = threshold
+        if t is None:
+            t = impostor_threshold(
+                np.stack(sub["descriptor"].to_numpy()), sub["identity"].to_numpy(), fmr
+            )
+        thresholds[s] = t
+        pairs = genuine_pairs(sub)
+        if pairs.empty:
+            continue
+        f = sub.set_index("path")
+        da = np.stack(f.loc[pairs["a"], "descriptor"].to_numpy())
+        db = np.stack(f.loc[pairs["b"], "descriptor"].to_numpy())
+        fail = np.linalg.norm(da - db, axis=1) > t
+        table = {"set": s, "discarded": FRACTIONS}
+        one = np.ones((1, len(pairs)))
+        if s == "pooled":
+            pooled_pairs = pairs
+            pair_quality = pd.DataFrame(
+                {
+                    m: np.minimum(
+                        f.loc[pairs["a"], m].to_numpy(float), f.loc[pairs["b"], m].to_numpy(float)
+                    )
+                    for m in measures
+                }
+            )
+        for m in measures:
+            low = np.minimum(
+                f.loc[pairs["a"], m].to_numpy(float), f.loc[pairs["b"], m].to_numpy(float)
+            )
+            table[m] = _edc_rows(low, fail, one, FRACTIONS)[0]
+        edc = pd.DataFrame(table)
+        edcs.append(edc)
+        boot = bootstrap_pauc(f, pairs, t, measures, n=bootstrap) if bootstrap else None
+        others = [m for m in measures if m != model]
+        for m in measures:
+            row = {
+                "set": s,
+                "measure": m,
+                "pauc": pauc(edc, m),
+                "genuine_pairs": len(pairs),
+                "fnmr": float(fail.mean()),
+                "threshold": t,
+            }
+            if boot is not None and m == model and others:
+                row["beats_best_other"] = float(
+                    (boot[m].to_numpy() < boot[others].min(axis=1).to_numpy()).mean()
+                )
+            paucs.append(row)
+        it = identity_table(f, pairs, t)
+        it.insert(0, "set", s)
+        ident_tabs.append(it)
+        bt = best_shot_table(f, pairs, t, measures)
+        bt.insert(0, "set", s)
+        best_tabs.append(bt)
+    acquired = _acquired_table(faces, sets)
+    return IdentityEvaluation(
+        faces=faces,
+        pairs=pooled_pairs,
+        pair_quality=pair_quality,
+        acquired=acquired,
+        edc=pd.concat(edcs, ignore_index=True) if edcs else pd.DataFrame(),
+        pauc=pd.DataFrame(paucs),
+        thresholds=thresholds,
+        identities=pd.concat(ident_tabs, ignore_index=True) if ident_tabs else pd.DataFrame(),
+        best_photo=pd.concat(best_tabs, ignore_index=True) if best_tabs else pd.DataFrame(),
+    )
+
+
+def _acquired_table(faces: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    rows = []
+    for s in sets:
+        sub = faces if s == "pooled" else faces[faces["set"] == s]
+        rows.append(
+            {
+                "set": s,
+                "photos": len(sub),
+                "people": sub["identity"].nunique(),
+                "acquired": int(sub["ok"].sum()),
+                "no_face": int((sub["why"] == "no face").sum()),
+                "no_agreement": int((sub["why"] == "no agreement").sum()),
+                "unreadable": int((sub["why"] == "unreadable").sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def photo_faces(
+    cands: pd.DataFrame, crops: list[np.ndarray], chosen: pd.Series, scorers: dict, seed: int = 0
+) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """One row per photo: the chosen face's measures and each scorer's score (``ok``), or
+    ``ok=False`` with ``why`` (``unreadable``, ``no face``, ``no agreement``); and the
+    chosen faces' crops, in the order of the ``ok`` rows."""
+    crop_of = dict(zip(cands.index[cands["cand"] >= 0], crops))
+    rows, kept = [], []
+    for _, g in cands.groupby("path", sort=False):
+        pick = g[chosen.loc[g.index]]
+        first = g.iloc[0]
+        if len(pick):
+            r = pick.iloc[0].to_dict()
+            r.update(ok=True, why="")
+            kept.append(crop_of[pick.index[0]])
+        else:
+            r = {k: first[k] for k in ("path", "identity", "set", "n_cands", "error")}
+            bad_file = first["cand"] < 0 and "no face" not in str(first["error"])
+            why = "unreadable" if bad_file else "no face" if first["cand"] < 0 else "no agreement"
+            r.update(ok=False, why=why)
+        rows.append(r)
+    faces = pd.DataFrame(rows)
+    faces["random"] = np.random.default_rng(seed).random(len(faces))
+    ok = faces.index[faces["ok"]]
+    for name, score in scorers.items():
+        faces[name] = np.nan
+        if kept:
+            faces.loc[ok, name] = score(np.stack(kept))
+    return faces, kept
