@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="skip sources already finished")
     r.add_argument("--crops", action="store_true", help="write aligned crops of kept faces")
     r.add_argument("--kept-frames", action="store_true", help="write the kept frames as PNG")
+    who = r.add_mutually_exclusive_group()
+    who.add_argument(
+        "--identities",
+        metavar="FILE",
+        help="CSV of path, identity: each photo's person (finds wrong people and duplicates)",
+    )
+    who.add_argument(
+        "--identity-from",
+        choices=["parent"],
+        help="parent: each photo's folder names its person",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument(
         "--verbose",

@@ -19,6 +19,7 @@ from face_iqa.faces.track import TrackerConfig
 from pipeline.graph import RayConfig
 from workers.decode import DecodeConfig
 from workers.detect import DetectStageConfig
+from workers.identity import IdentityConfig
 from workers.score import ScoreStageConfig
 from workers.threshold import ThresholdConfig
 
@@ -64,6 +65,7 @@ class Config:
     score: ScoreStageConfig = field(default_factory=ScoreStageConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     track: TrackerConfig = field(default_factory=TrackerConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

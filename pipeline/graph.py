@@ -362,10 +362,12 @@ def _emit(
     recognizer: Any = None,
 ) -> dict:
     """The face rules, then what the driver needs of the pixels, computed here: the crops of
-    passing faces written to ``staging``, dlib descriptors with ``reid``. The ``crop``
+    passing faces written to ``staging``; with ``reid`` each face's dlib ``descriptor`` and
+    the 64-bit perceptual hash of its crop (``phash``, for near-duplicates). The ``crop``
     column never leaves the worker."""
     import numpy as np
 
+    from face_iqa.faces.identity import phash64
     from face_iqa.schema import STATUS_OK
     from pipeline.writers import crop_file, write_png
     from workers.threshold import ThresholdStage
@@ -396,4 +398,8 @@ def _emit(
             except RuntimeError:  # dlib could not place its shape: leave unknown
                 pass
         out["descriptor"] = desc
+        out["phash"] = np.array(
+            [phash64(crops[k]) if ok[k] else 0 for k in range(n)] if crops is not None else [],
+            np.int64,
+        )
     return out

@@ -32,9 +32,10 @@ import pandas as pd
 from face_iqa.schema import STATUS_ERROR, STATUS_OK
 from pipeline.config import Config, to_dict
 from pipeline.inputs import discover_sources
+from pipeline.parts import PartStore
 from pipeline.progress import Progress, StreamClock
 from pipeline.writers import check_writable_dir, crop_file, source_key, write_parquet, write_png
-from workers.threshold import FRAME_COLUMNS, ThresholdStage
+from workers.threshold import ThresholdStage, reason_kind
 from workers.track import TrackStage
 
 __all__ = ["FACE_COLUMNS_OUT", "run"]
@@ -53,6 +54,10 @@ FACE_COLUMNS_OUT = [
     "exposure",
     "frontalness",
     "align",
+    "identity",
+    "identity_distance",
+    "duplicate_of",
+    "phash",
     "keep",
     "reason",
     "status",
@@ -87,6 +92,7 @@ def _batch_to_frame(batch: dict[str, np.ndarray]) -> pd.DataFrame:
         "task_id",
         "task_rows",
         "stream_frames",
+        "phash",
         *_TIMINGS,
     ]:
         if c in batch:
@@ -205,14 +211,20 @@ def run(
     parts = out / ".parts"
     if parts.exists() and not resume:
         shutil.rmtree(parts)
-    store = _PartStore(parts)
+    store = PartStore(parts)
     staging = parts / "crops_staging"
     done = store.finished & set(sources)
     todo = [s for s in sources if s not in done]
     if resume and done:
         log(f"resume: {len(done)} of {len(sources)} sources already finished")
+    book = None
+    if cfg.identity.enabled:
+        from pipeline.identities import IdentityBook, identities_of
 
-    finisher = _Finisher(cfg, out, staging, store)
+        book = IdentityBook(cfg.identity, identities_of(sources, cfg.identity), todo)
+        store.restore(book)
+
+    finisher = _Finisher(cfg, out, staging, store, book)
     stream = StreamClock(t_start)
     bar = Progress(len(todo), console) if progress and todo else None
     if todo:
@@ -229,7 +241,7 @@ def run(
             tasks,
             cfg,
             staging=str(staging) if cfg.output.crops else None,
-            reid=cfg.track.reid,
+            reid=cfg.track.reid or book is not None,
             stage_classes=stage_classes,
         )
         pending = _Pending(tasks)
@@ -242,8 +254,8 @@ def run(
                     if bar is not None:
                         bar.update(len(ready), n_frames)
             rest = pending.drain()  # the stream is over: whatever is left is complete
-            if rest:
-                n_frames = finisher.finish(rest)
+            if rest or book is not None:
+                n_frames = finisher.finish(rest, last=True)
                 if bar is not None:
                     bar.update(len(rest), n_frames)
         finally:
@@ -277,12 +289,13 @@ def run(
             "tracks": int(len(tracks_t)),
         },
         "reasons": frames_t.loc[~frames_t["keep"], "reason"]
-        .map(_reason_kind)
+        .map(reason_kind)
         .value_counts()
         .to_dict(),
         "errors": sorted(set(frames_t.loc[frames_t["status"] == STATUS_ERROR, "error"]))[:50],
         # per video: the frames its container listed and those its decoder returned
         "videos": store.streams,
+        **(_identity_summary(frames_t, store, book, out) if book is not None else {}),
         "timing_s": {
             **{k: round(v, 3) for k, v in timings.items()},
             "wall": round(time.perf_counter() - t_start, 3),
@@ -354,8 +367,9 @@ class _Finisher:
     """Finish whole sources on the driver: tracks, the frame rule and policies, the kept
     faces' crops moved into ``crops/`` (the others deleted), rows handed to the store."""
 
-    def __init__(self, cfg: Config, out: Path, staging: Path, store: _PartStore) -> None:
+    def __init__(self, cfg: Config, out: Path, staging: Path, store: PartStore, book=None) -> None:
         self.cfg = cfg
+        self.book = book  # pipeline.identities.IdentityBook when sources have persons
         self.out = out
         self.staging = staging
         self.store = store
@@ -365,8 +379,9 @@ class _Finisher:
         self.t_flush = time.perf_counter()
         self.listed: dict[str, int] = {}  # video -> frames its container lists
 
-    def finish(self, ready: list[tuple[str, pd.DataFrame | None]]) -> int:
-        """Finish these sources; returns their number of frames."""
+    def finish(self, ready: list[tuple[str, pd.DataFrame | None]], last: bool = False) -> int:
+        """Finish these sources (``last``: the stream is over); returns the number of
+        frames decided (a person's sources wait for the rest of theirs)."""
         t0 = time.perf_counter()
         tracked = []
         for src, faces in ready:
@@ -380,17 +395,25 @@ class _Finisher:
                 "track_id"
             ]
             tracked.append(faces)
+        if self.book is not None:
+            tracked = self.book.take(tracked) + (self.book.drain() if last else [])
+            if not tracked:
+                return 0
         faces = tracked[0] if len(tracked) == 1 else pd.concat(tracked, ignore_index=True)
+        n_sources = faces["source"].nunique()
         decoded = {}
         if "stream_frames" in faces:
             decoded = faces.groupby("source", sort=False)["stream_frames"].max().to_dict()
-        faces, frames = self.stage.decide(faces)  # per source: sources do not mix
+        faces, frames = _decide(self.stage, faces)  # per source: sources do not mix
         src = frames["source"].astype(str)
         frames["frames_listed"] = src.map(self.listed).fillna(-1).astype(np.int64)
         frames["frames_decoded"] = src.map(decoded).fillna(-1).astype(np.int64)
         if self.cfg.output.crops:
             self._place_crops(faces)
-        self.store.add(faces[[c for c in FACE_COLUMNS_OUT if c in faces]], frames, len(ready))
+        if self.book is not None:
+            frames["identity"] = frames["source"].map(self.book.identity_of).fillna("")
+            self.store.add_centres(self.book.take_centres())
+        self.store.add(faces[[c for c in FACE_COLUMNS_OUT if c in faces]], frames, n_sources)
         o = self.cfg.output
         if (
             self.store.buffered >= o.flush_sources
@@ -420,133 +443,45 @@ class _Finisher:
                 os.replace(staged, dest / staged.name)
 
 
-class _PartStore:
-    """Finished sources under ``.parts/``, in a few numbered parts: each flush appends
-    ``part-NNNNN.faces.parquet`` and then ``part-NNNNN.frames.parquet`` (the frames file
-    marks the part complete; a faces file without it, from an interrupted flush, is
-    removed and its sources redone). Track tables are derived from the faces."""
-
-    def __init__(self, parts: Path) -> None:
-        self.dir = parts
-        parts.mkdir(parents=True, exist_ok=True)
-        self.finished: set[str] = set()
-        self.next = 0
-        done = sorted(parts.glob("part-*.frames.parquet"))
-        for f in done:
-            self.finished |= set(pd.read_parquet(f, columns=["source"])["source"].astype(str))
-            self.next = max(self.next, int(f.name.split(".")[0].split("-")[1]) + 1)
-        keep = {f.name.split(".")[0] for f in done}
-        for f in parts.glob("part-*.parquet"):
-            if f.name.split(".")[0] not in keep:
-                f.unlink()
-        self._faces: list[pd.DataFrame] = []
-        self._frames: list[pd.DataFrame] = []
-        self.buffered = 0
-        self.streams: dict[str, dict[str, int]] = {}  # filled by read()
-
-    def add(self, faces: pd.DataFrame, frames: pd.DataFrame, n: int) -> None:
-        self._faces.append(faces)
-        self._frames.append(frames)
-        self.buffered += n
-
-    def flush(self) -> None:
-        if not self.buffered:
-            return
-        stem = f"part-{self.next:05d}"
-        write_parquet(pd.concat(self._faces, ignore_index=True), self.dir / f"{stem}.faces.parquet")
-        frames = pd.concat(self._frames, ignore_index=True)
-        write_parquet(frames, self.dir / f"{stem}.frames.parquet")  # last: marks it complete
-        self.finished |= set(frames["source"].astype(str))
-        self.next += 1
-        self._faces, self._frames, self.buffered = [], [], 0
-
-    def n_files(self) -> int:
-        return len(list(self.dir.glob("part-*.parquet")))
-
-    def read(self, sources: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-        """``(faces, frames, tracks)`` of ``sources``, in their order (each source's rows in
-        the order they were finished), whichever part holds them."""
-        pos = {s: i for i, s in enumerate(sources)}
-
-        def in_order(df: pd.DataFrame) -> pd.DataFrame:
-            key = df["source"].astype(str).map(pos)
-            df = df[key.notna().to_numpy()]  # parts of sources not asked for this time
-            order = np.argsort(key.dropna().to_numpy(np.int64), kind="stable")
-            return df.iloc[order].reset_index(drop=True)
-
-        def load(kind: str) -> pd.DataFrame:
-            tables = [pd.read_parquet(f) for f in sorted(self.dir.glob(f"part-*.{kind}.parquet"))]
-            tables = [t for t in tables if len(t)]
-            return in_order(pd.concat(tables, ignore_index=True))
-
-        faces, frames = load("faces"), load("frames")
-        if "frames_listed" in frames:
-            per = frames[frames["frames_listed"] >= 0].drop_duplicates("source")
-            self.streams = {
-                str(r.source): {
-                    "frames_listed": int(r.frames_listed),
-                    "frames_decoded": int(r.frames_decoded),
-                }
-                for r in per.itertuples()
-            }
-        return faces, frames[FRAME_COLUMNS], in_order(_track_table(faces))
+def _decide(stage: ThresholdStage, faces: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The frame decisions; a photo's other faces beside its person's (``bystander``) take
+    no part in them (a labelled photo is kept for its person's face), and keep their own
+    reason."""
+    if "bystander" not in faces or not faces["bystander"].any():
+        return stage.decide(faces.drop(columns=["bystander"], errors="ignore"))
+    side = faces["bystander"].to_numpy(bool)
+    main, by = faces[~side].drop(columns="bystander"), faces[side].drop(columns="bystander")
+    f, frames = stage.decide(main)
+    by = by.assign(keep=False, reason=by["face_reason"])
+    f = pd.concat([f, by], ignore_index=True).sort_values(
+        ["source", "frame_index", "face_index"], kind="stable"
+    )
+    extra = by.groupby(["source", "frame_index"]).size()
+    key = pd.MultiIndex.from_frame(frames[["source", "frame_index"]])
+    frames["n_faces"] = frames["n_faces"].to_numpy() + extra.reindex(key).fillna(0).to_numpy(int)
+    return f.reset_index(drop=True), frames
 
 
-TRACK_COLUMNS = [
-    "track_id",
-    "source",
-    "first_frame",
-    "last_frame",
-    "n_faces",
-    "best_quality",
-    "n_kept",
-    "kept_face_ids",
-]
+def _identity_summary(frames: pd.DataFrame, store: PartStore, book, out: Path) -> dict:
+    """Per identity: photos, kept, removed by reason; ``cleaned.csv`` (the kept photos and
+    their person); identities that may be one person; identities too small to check."""
+    from pipeline.identities import ALIKE_DISTANCE
 
-
-def _track_table(faces: pd.DataFrame) -> pd.DataFrame:
-    """One row per track; ``kept_face_ids`` are ``f{frame:06d}_{face:02d}`` (the suffix of
-    the crop file names)."""
-    rows = []
-    if "track_id" in faces.columns:
-        f = faces[faces["track_id"].fillna("").astype(str) != ""]
-        for tid, g in f.groupby("track_id", sort=True):
-            kept = g[g["keep"].astype(bool)] if "keep" in g else g.iloc[:0]
-            rows.append(
-                {
-                    "track_id": str(tid),
-                    "source": str(g["source"].iloc[0]),
-                    "first_frame": int(g["frame_index"].min()),
-                    "last_frame": int(g["frame_index"].max()),
-                    "n_faces": int(len(g)),
-                    "best_quality": float(g["quality"].max()),
-                    "n_kept": int(len(kept)),
-                    "kept_face_ids": [
-                        f"f{int(a):06d}_{int(b):02d}"
-                        for a, b in zip(kept["frame_index"], kept["face_index"])
-                    ],
-                }
-            )
-    return pd.DataFrame(rows, columns=TRACK_COLUMNS)
-
-
-def _reason_kind(reason: str) -> str:
-    """Group reasons for the summary: numbers dropped ("quality 23.1 < 40" -> "quality")."""
-    if reason.startswith("no face passes (") or reason.startswith("not all faces pass ("):
-        inner = reason.split("(", 1)[1]
-        return _reason_kind(inner.rstrip(")"))
-    for prefix in (
-        "quality",
-        "exposure",
-        "frontalness",
-        "face ",
-        "det_prob",
-        "largest face",
-        "below its source",
-        "not in the top",
-    ):
-        if reason.startswith(prefix):
-            return prefix.strip()
-    if "faces > max" in reason:
-        return "too many faces"
-    return reason
+    per: dict[str, dict] = {}
+    f = frames[frames["identity"].astype(str) != ""] if "identity" in frames else frames[:0]
+    for ident, g in f.groupby("identity", sort=False):
+        gone = g.loc[~g["keep"], "reason"].map(reason_kind).value_counts().to_dict()
+        per[str(ident)] = {"photos": len(g), "kept": int(g["keep"].sum()), "removed": gone}
+    kept = f[f["keep"]]
+    tmp = out / ".cleaned.csv.tmp"
+    pd.DataFrame({"path": kept["source"], "identity": kept["identity"]}).to_csv(tmp, index=False)
+    os.replace(tmp, out / "cleaned.csv")
+    book.centres = list(store.centres)  # every identity's, resumed ones too
+    return {
+        "identities": per,
+        "identities_alike": book.alike(),
+        "identities_alike_distance": ALIKE_DISTANCE,
+        "identities_unchecked": sorted(
+            i for i, v in per.items() if v["photos"] < book.stage.cfg.min_photos
+        ),
+    }

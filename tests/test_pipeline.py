@@ -315,11 +315,11 @@ def test_resume_after_interruption_equals_clean_run(
     real = rj._Finisher.finish
     seen = {"n": 0}
 
-    def interrupted(self, ready):
+    def interrupted(self, ready, **kw):
         if seen["n"] >= 100:
             raise KeyboardInterrupt  # Ctrl-C once about half the folder is finished
         seen["n"] += len(ready)
-        return real(self, ready)
+        return real(self, ready, **kw)
 
     monkeypatch.setattr(rj._Finisher, "finish", interrupted)
     with pytest.raises(KeyboardInterrupt):

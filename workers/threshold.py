@@ -19,7 +19,7 @@ import pandas as pd
 
 from face_iqa.schema import STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, check_batch
 
-__all__ = ["FRAME_COLUMNS", "ThresholdConfig", "ThresholdStage"]
+__all__ = ["FRAME_COLUMNS", "ThresholdConfig", "ThresholdStage", "reason_kind"]
 
 FRAME_COLUMNS = [
     "source",
@@ -383,3 +383,32 @@ class ThresholdStage:
 
 def _first(g: pd.DataFrame) -> str:
     return str(g["face_reason"].iloc[0]) if len(g) else ""
+
+
+def reason_kind(reason: str) -> str:
+    """Group reasons for the summary: numbers dropped ("quality 23.1 < 40" -> "quality")."""
+    if reason.startswith("no face passes (") or reason.startswith("not all faces pass ("):
+        inner = reason.split("(", 1)[1]
+        return reason_kind(inner.rstrip(")"))
+    for prefix in (
+        "quality",
+        "exposure",
+        "frontalness",
+        "face ",
+        "det_prob",
+        "largest face",
+        "below its source",
+        "not in the top",
+    ):
+        if reason.startswith(prefix):
+            return prefix.strip()
+    if "faces > max" in reason:
+        return "too many faces"
+    for prefix, kind in (
+        ("another person", "another person"),
+        ("another face in the photo", "another face in the photo"),
+        ("duplicate of", "duplicate"),
+    ):
+        if reason.startswith(prefix):
+            return kind
+    return reason

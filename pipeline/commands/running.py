@@ -25,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
         sets.append("output.crops=true")
     if args.kept_frames:
         sets.append("output.kept_frames=true")
+    if args.identities:
+        sets.append(f"identity.file={args.identities}")
+    if args.identity_from == "parent":
+        sets.append("identity.from_folder=true")
     cfg = load_config(args.config, sets)
     with _ray_output(None if args.verbose else Path(args.out) / "run.log") as console:
         try:
@@ -45,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
         f"{n} frames from {frames['source'].nunique()} sources: {kept} kept, "
         f"{n - kept} rejected, {errors} errors"
     )
-    from pipeline.run_job import _reason_kind
+    from workers.threshold import reason_kind
 
-    why = frames.loc[~frames["keep"], "reason"].map(_reason_kind).value_counts()
+    why = frames.loc[~frames["keep"], "reason"].map(reason_kind).value_counts()
     for reason, count in why.items():
         print(f"  rejected ({reason}): {count}")
     print(f"manifest: {args.out}/frames.parquet, {args.out}/faces.parquet, {args.out}/summary.json")
