@@ -239,7 +239,12 @@ def build_dataset(
     # until it ends), but a million one-row blocks cost the driver: at most _MAX_BLOCKS.
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), _MAX_BLOCKS)))
     classes = {"detect": DetectStage, "score": ScoreStage, **(stage_classes or {})}
-    emit = {"cfg": cfg.threshold, "staging": staging, "reid": reid}
+    # with identities alone, only faces that pass the face rules need a descriptor (dlib's
+    # costs about 60 ms a face on a CPU core): a face too poor to keep is not judged by who
+    # it is; re-linking tracks needs every face's
+    passing_only = bool(getattr(getattr(cfg, "identity", None), "enabled", False))
+    passing_only = passing_only and not cfg.track.reid
+    emit = {"cfg": cfg.threshold, "staging": staging, "reid": reid, "passing_only": passing_only}
     if cfg.ray.fuse:
         args = dict(res["worker"])
         actors = max(1, min(args.pop("actors"), len(rows)))  # no idle workers to start
@@ -360,14 +365,13 @@ def _emit(
     staging: str | None,
     reid: bool,
     recognizer: Any = None,
+    passing_only: bool = False,
 ) -> dict:
     """The face rules, then what the driver needs of the pixels, computed here: the crops of
-    passing faces written to ``staging``; with ``reid`` each face's dlib ``descriptor`` and
-    the 64-bit perceptual hash of its crop (``phash``, for near-duplicates). The ``crop``
-    column never leaves the worker."""
+    passing faces written to ``staging``; with ``reid`` each face's dlib ``descriptor``. The
+    ``crop`` column never leaves the worker."""
     import numpy as np
 
-    from face_iqa.faces.identity import phash64
     from face_iqa.schema import STATUS_OK
     from pipeline.writers import crop_file, write_png
     from workers.threshold import ThresholdStage
@@ -392,14 +396,11 @@ def _emit(
                 _recognizers["dlib"] = DlibRecognizer()
             recognizer = _recognizers["dlib"]
         desc = np.full((n, 128), np.nan)
-        for k in np.flatnonzero(ok) if crops is not None else []:
+        wanted = ok & np.asarray(out["face_pass"], bool) if passing_only else ok
+        for k in np.flatnonzero(wanted) if crops is not None else []:
             try:
                 desc[k] = recognizer.image_descriptor(crops[k])
             except RuntimeError:  # dlib could not place its shape: leave unknown
                 pass
         out["descriptor"] = desc
-        out["phash"] = np.array(
-            [phash64(crops[k]) if ok[k] else 0 for k in range(n)] if crops is not None else [],
-            np.int64,
-        )
     return out

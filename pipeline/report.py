@@ -134,10 +134,13 @@ def _sheet(rows: pd.DataFrame, thumbs: dict, css: str) -> str:
         if uri is None:
             continue
         tip = html.escape(f"{Path(r.source).name} frame {r.frame_index}: {r.reason}")
+        short = str(r.reason)
+        if short.startswith("duplicate of "):  # the file's name, not its folders
+            short = "duplicate of " + Path(short[len("duplicate of ") :].split(" (")[0]).name
         cells.append(
             f'<figure class="{css}" title="{tip}"><img class="thumb" src="{uri}" '
             f'width="{THUMB}" height="{THUMB}"><figcaption>{r.quality:.0f}<br>'
-            f"<small>{html.escape(str(r.reason))[:28]}</small></figcaption></figure>"
+            f"<small>{html.escape(short[:28])}</small></figcaption></figure>"
         )
     return '<div class="sheet">' + "".join(cells) + "</div>"
 
@@ -146,6 +149,32 @@ def _pick(df: pd.DataFrame, n: int) -> pd.DataFrame:
     if len(df) <= n:
         return df
     return df.iloc[np.linspace(0, len(df) - 1, n).round().astype(int)]
+
+
+def _identity_rows(ok: pd.DataFrame, people: int = 40) -> dict[str, pd.DataFrame]:
+    """Per identity (people with removed faces first, at most ``people``): its 4 kept faces
+    nearest its centre, then up to 8 removed faces (another person and copies first)."""
+    if "identity" not in ok or not (ok["identity"].astype(str) != "").any():
+        return {}
+    f = ok[ok["identity"].astype(str) != ""]
+    gone = f.groupby("identity")["keep"].apply(lambda k: int((~k).sum()))
+    order = gone.sort_values(ascending=False, kind="stable").index[:people]
+    out = {}
+    for ident in order:
+        g = f[f["identity"] == ident]
+        near = g[g["keep"]].sort_values("identity_distance").head(4)
+        rank = (
+            g.loc[~g["keep"], "reason"]
+            .astype(str)
+            .map(
+                lambda r: (
+                    0 if r.startswith("another person") else 1 if r.startswith("duplicate") else 2
+                )
+            )
+        )
+        removed = g[~g["keep"]].assign(_r=rank).sort_values("_r", kind="stable").head(8)
+        out[str(ident)] = pd.concat([near, removed.drop(columns="_r")])
+    return out
 
 
 def write_report(
@@ -172,8 +201,9 @@ def write_report(
             for _, g in ok[ok["track_id"] != ""].groupby("track_id", sort=True)
         ]
         track_rows = pd.concat(per) if per else track_rows
+    ident_rows = _identity_rows(ok)
     thumbs = _thumbs(
-        pd.concat([kept, rejected, track_rows]).drop_duplicates(
+        pd.concat([kept, rejected, track_rows, *ident_rows.values()]).drop_duplicates(
             ["source", "frame_index", "face_index"]
         )
     )
@@ -199,6 +229,20 @@ def write_report(
                 f'<div class="track"><h4>{html.escape(tid)}</h4>{_sheet(g, thumbs, "t")}</div>'
             )
         track_html = "<h2>Tracks</h2>" + "".join(parts)
+    ident_html = ""
+    if ident_rows:
+        parts = []
+        for ident, g in ident_rows.items():
+            near, gone = g[g["keep"]], g[~g["keep"]]
+            parts.append(
+                f'<div class="identity"><h4>{html.escape(ident)}</h4>'
+                f"{_sheet(near, thumbs, 'kept')}{_sheet(gone, thumbs, 'rejected')}</div>"
+            )
+        ident_html = (
+            '<h2 id="identities">Identities</h2><p>Per person: the kept faces nearest the '
+            "person's centre (green), then the removed ones with their reasons (red); people "
+            "with removals first.</p>" + "".join(parts)
+        )
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>faceiqa report: {html.escape(d.name)}</title>
 <style>
@@ -217,6 +261,7 @@ figure.kept img {{ outline: 3px solid #2a2; }} figure.rejected img {{ outline: 3
 <h2>Kept faces ({int(ok["keep"].sum())}, best first)</h2><div id="kept">{_sheet(kept, thumbs, "kept")}</div>
 <h2>Rejected faces ({int((~ok["keep"]).sum())}, best first)</h2><div id="rejected">{_sheet(rejected, thumbs, "rejected")}</div>
 {track_html}
+{ident_html}
 </body></html>
 """
     path = Path(out) if out else d / "report.html"

@@ -413,7 +413,10 @@ class _Finisher:
         if self.book is not None:
             frames["identity"] = frames["source"].map(self.book.identity_of).fillna("")
             self.store.add_centres(self.book.take_centres())
-        self.store.add(faces[[c for c in FACE_COLUMNS_OUT if c in faces]], frames, n_sources)
+        cols = [c for c in FACE_COLUMNS_OUT if c in faces]
+        if self.book is None:  # the hash serves the identities' duplicates only
+            cols = [c for c in cols if c != "phash"]
+        self.store.add(faces[cols], frames, n_sources)
         o = self.cfg.output
         if (
             self.store.buffered >= o.flush_sources

@@ -146,6 +146,18 @@ def test_wrong_person_and_copy_are_found_with_their_reasons(people, cleaned):
 
 
 @pytest.mark.ray
+def test_report_shows_each_person_with_the_removed_faces(people, cleaned, tmp_path):
+    from pipeline.report import write_report
+
+    _, ids, _ = people
+    out, _ = cleaned
+    page = write_report(out, tmp_path / "r.html").read_text()
+    section = page[page.index('id="identities"') :]
+    assert all(i in section for i in ids[:4])
+    assert "another person (" in section and "duplicate of " in section
+
+
+@pytest.mark.ray
 def test_group_photos_keep_the_persons_face(cleaned):
     out, frames = cleaned
     faces = pd.read_parquet(out / "faces.parquet")
@@ -154,9 +166,11 @@ def test_group_photos_keep_the_persons_face(cleaned):
     for _, g in multi.groupby("source"):
         me = g["identity_distance"].idxmin()
         if g.loc[me, "identity_distance"] <= 0.6:
-            others = g.drop(index=me)
-            assert (others["reason"] == "another face in the photo").all()
+            others = g.drop(index=me)  # judged and set aside, or failed a face rule first
+            judged = others["identity_distance"].notna()
+            assert (others.loc[judged, "reason"] == "another face in the photo").all()
             assert not others["keep"].any()
+    assert (faces["reason"] == "another face in the photo").any()
 
 
 @pytest.mark.ray

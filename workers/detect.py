@@ -10,6 +10,7 @@ import numpy as np
 
 from face_iqa.faces.align import align_face, crop_box, landmarks_plausible
 from face_iqa.faces.detect import Detections, DetectorConfig, build_detector
+from face_iqa.faces.identity import context_phash
 from face_iqa.faces.track import SIGNATURE_BINS, frame_signature
 from face_iqa.schema import (
     STATUS_ERROR,
@@ -64,6 +65,8 @@ class DetectStage:
     :func:`face_iqa.faces.track.frame_signature`; NaN for a failed frame), ``detect_s`` and
     ``align_s`` (the detector's time, and the cropping's with the signatures, for this
     batch, seconds, shared out over the rows so that a column's sum is the total).
+    ``phash`` is each face's 64-bit perceptual hash with its surroundings
+    (:func:`face_iqa.faces.identity.context_phash`, for near-duplicates; 0 on other rows).
     ``stream_frames``, when the batch has it, is carried to every row of its frame.
     A frame with no face gives one ``status="no_face"`` row, a failed frame one
     ``status="error"`` row with the message; the batch never raises for one bad frame.
@@ -140,6 +143,7 @@ class DetectStage:
                         "landmarks": lms,
                         "det_prob": float(det.probs[k]),
                         "face_size": float(min(box[2] - box[0], box[3] - box[1])),
+                        "phash": context_phash(frame, box),
                         "crop": crop,
                         "align": how,
                         "status": status,
@@ -196,6 +200,7 @@ def _empty_face(size: int) -> dict[str, Any]:
         "landmarks": np.full((5, 2), np.nan, np.float32),
         "det_prob": np.nan,
         "face_size": np.nan,
+        "phash": 0,
         "crop": np.zeros((size, size, 3), np.uint8),
         "align": "",
     }
@@ -215,6 +220,7 @@ def _rows_to_batch(rows: list[dict[str, Any]], size: int) -> dict[str, np.ndarra
             "landmarks": np.zeros((0, 5, 2), np.float32),
             "det_prob": np.zeros(0, np.float32),
             "face_size": np.zeros(0, np.float32),
+            "phash": np.zeros(0, np.int64),
             "crop": np.zeros((0, size, size, 3), np.uint8),
             "align": np.zeros(0, str),
             "status": np.zeros(0, str),
@@ -236,6 +242,7 @@ def _rows_to_batch(rows: list[dict[str, Any]], size: int) -> dict[str, np.ndarra
         "landmarks": np.stack([r["landmarks"] for r in rows]).astype(np.float32),
         "det_prob": col("det_prob", np.float32),
         "face_size": col("face_size", np.float32),
+        "phash": col("phash", np.int64),
         "crop": np.stack([r["crop"] for r in rows]).astype(np.uint8),
         "align": col("align", str),
         "status": col("status", str),

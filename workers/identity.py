@@ -3,7 +3,10 @@ person's, which photos show another person, and which are near-duplicates.
 
 It runs on the driver once all the photos of one identity are back (like the frame rule,
 it needs a whole group, not a streaming batch), on the face rows the workers sent: each face
-with its dlib ``descriptor`` and the perceptual hash ``phash`` of its aligned crop, no pixels.
+with its dlib ``descriptor`` and the perceptual hash ``phash`` of its surroundings, no pixels.
+Only faces that pass the face rules get a descriptor (dlib's costs about 60 ms a face on a CPU
+core) and are judged here: a face too small or too poor to keep is rejected for that, and its
+descriptor would say little of who it is anyway.
 
 - **Centre**: one face per photo (the largest that passes the face rules) gives a robust
   centre (:func:`face_iqa.faces.identity.robust_centre`: medoid, then the mean of the half
@@ -20,8 +23,8 @@ with its dlib ``descriptor`` and the perceptual hash ``phash`` of its aligned cr
   PATH`` and carry ``duplicate_of``.
 
 These reasons replace a face rule's (a wrong person's photo says ``another person`` even when
-its quality is low too): who a face is, and whether it is a copy, matter more to a cleaned
-set than how good it is.
+its face is small too), except a low quality or exposure: the descriptor of a face too poor to
+recognise says nothing of who it is, so such a face keeps its quality reason.
 """
 
 from __future__ import annotations
@@ -43,21 +46,24 @@ class IdentityConfig:
     file: a CSV of ``path, identity`` (paths relative to the CSV): each photo's person.
     from_folder: the photo's folder names its person (``--identity-from parent``).
     max_distance: a face farther than this (dlib descriptor distance) from its person's
-        centre is another person. 0.6 is dlib's same-person threshold for two photos; a
-        centre averages several photos, so a genuine face lies nearer to it than to any one
-        photo (measured on identity photo sets: docs/benchmarks.md).
+        centre is another person. Chosen on 60 CelebA people with 30 photos moved into the
+        wrong folder (docs/benchmarks.md): at 0.7, 28 of the 30 and 4 of 530 right photos
+        lie beyond it (at dlib's own 0.6: all 30 and 16).
     min_photos: identities with fewer photos with a face are not checked for wrong photos.
-    duplicate_distance: faces of one person whose descriptors lie this close are copies.
-    duplicate_hamming: ... or whose crops' 64-bit perceptual hashes differ in at most this
-        many bits.
+    duplicate_distance: faces of one person whose descriptors lie this close are copies,
+    duplicate_hamming: ... or whose 64-bit perceptual hashes with their surroundings
+        (:func:`face_iqa.faces.identity.context_phash`) differ in at most this many bits. On
+        60 CelebA people with 30 rescaled, cropped and recompressed copies (docs/benchmarks.md):
+        29 of the copies and 4 of 2,115 pairs of different photos of one person (some of them
+        shots of one moment) lie within 0.12 or 8 bits.
     """
 
     file: str | None = None
     from_folder: bool = False
-    max_distance: float = 0.6
+    max_distance: float = 0.7
     min_photos: int = 3
     duplicate_distance: float = 0.12
-    duplicate_hamming: int = 6
+    duplicate_hamming: int = 8
 
     def __post_init__(self) -> None:
         if self.file and self.from_folder:
@@ -99,8 +105,6 @@ class IdentityStage:
         photo = list(zip(f["source"], f["frame_index"]))
         photos = sorted({photo[i] for i in np.flatnonzero(cand)})
         info = {"photos": len(photos), "checked": len(photos) >= c.min_photos, "centre": None}
-        if not photos:
-            return f, info
         passes = f["face_pass"].to_numpy(bool).copy()
         size = f["face_size"].to_numpy(float)
         by_photo: dict[tuple, list[int]] = {}
@@ -114,31 +118,45 @@ class IdentityStage:
                 out.append(max(good, key=lambda i: size[i]))
             return out
 
-        centre, _ = robust_centre(desc[seeds(by_photo)])
-        for _ in range(2):  # choose each photo's face, then centre again on the choices
+        chosen: dict[tuple, int] = {}
+        reason = f["face_reason"].to_numpy(object).copy()
+        if by_photo:
+            centre, _ = robust_centre(desc[seeds(by_photo)])
+            for _ in range(2):  # choose each photo's face, then centre again on the choices
+                dist = np.linalg.norm(desc - centre, axis=1)
+                chosen = {p: min(rows, key=lambda i: dist[i]) for p, rows in by_photo.items()}
+                mine = [i for i in chosen.values() if dist[i] <= c.max_distance] or list(
+                    chosen.values()
+                )
+                centre, _ = robust_centre(desc[mine])
             dist = np.linalg.norm(desc - centre, axis=1)
             chosen = {p: min(rows, key=lambda i: dist[i]) for p, rows in by_photo.items()}
-            mine = [i for i in chosen.values() if dist[i] <= c.max_distance] or list(
-                chosen.values()
-            )
-            centre, _ = robust_centre(desc[mine])
-        dist = np.linalg.norm(desc - centre, axis=1)
-        chosen = {p: min(rows, key=lambda i: dist[i]) for p, rows in by_photo.items()}
-        info["centre"] = centre
-        f.loc[cand, "identity_distance"] = dist[cand]
-        reason = f["face_reason"].to_numpy(object).copy()
-        for p, rows in by_photo.items():
-            me = chosen[p]
-            wrong = info["checked"] and dist[me] > c.max_distance
-            for i in rows:  # who a face is outranks how good it is: these reasons win
-                if wrong:
-                    passes[i] = False
-                    reason[i] = f"another person ({dist[i]:.2f} > {c.max_distance:.2f})"
-                elif i != me:
-                    f.loc[i, "bystander"] = True
-                    passes[i] = False
-                    reason[i] = "another face in the photo"
-        self._duplicates(f, desc, list(chosen.values()), passes, reason)
+            info["centre"] = centre
+            f.loc[cand, "identity_distance"] = dist[cand]
+            for p, rows in by_photo.items():
+                me = chosen[p]
+                wrong = info["checked"] and dist[me] > c.max_distance
+                for i in rows:  # who a face is outranks how it was taken: these reasons win
+                    if wrong:
+                        if _too_poor(reason[i]):
+                            continue  # a face too poor to judge is no evidence of another person
+                        passes[i] = False
+                        reason[i] = f"another person ({dist[i]:.2f} > {c.max_distance:.2f})"
+                        # the photo is judged by its nearest face: the others do not make it
+                        # "too many faces" as well
+                        f.loc[i, "bystander"] = i != me
+                    elif i != me:
+                        f.loc[i, "bystander"] = True
+                        passes[i] = False
+                        reason[i] = "another face in the photo"
+        # photos whose faces all failed the face rules (no descriptor) take part in the
+        # duplicates by their largest face's hash: a small copy is still a copy
+        rest: dict[tuple, int] = {}
+        for i in np.flatnonzero(is_face & ~cand):
+            q = photo[i]
+            if q not in by_photo and (q not in rest or size[i] > size[rest[q]]):
+                rest[q] = int(i)
+        self._duplicates(f, desc, list(chosen.values()) + list(rest.values()), passes, reason)
         f["face_pass"], f["face_reason"] = passes, reason.astype(str)
         return f, info
 
@@ -164,6 +182,10 @@ class IdentityStage:
                 if not str(reason[i]).startswith("another person"):
                     passes[i] = False
                     reason[i] = f"duplicate of {src[keep]}"
+
+
+def _too_poor(reason: str) -> bool:
+    return str(reason).startswith(("quality", "exposure", "not scored"))
 
 
 def _vector(d) -> np.ndarray:
