@@ -67,9 +67,14 @@ def test_few_photos_are_not_checked_and_a_group_photo_keeps_the_persons_face():
         face_index=[0, 0, 1, 0, 0],
     )
     group.loc[2, "face_size"] = 300.0
-    f, _ = IdentityStage().decide(group)
-    assert list(f["face_pass"]) == [True, True, False, True, True]
+    tiny = group.iloc[[3]].assign(face_index=1, face_pass=False, face_reason="face 20px < 48px")
+    tiny["descriptor"] = [None]  # failed a face rule: never described
+    f, _ = IdentityStage().decide(pd.concat([group, tiny], ignore_index=True))
+    assert list(f["face_pass"]) == [True, True, False, True, True, False]
     assert f.loc[2, "face_reason"] == "another face in the photo" and f.loc[2, "bystander"]
+    # the small face beside p2's person keeps its own reason and leaves the photo alone
+    assert f.loc[5, "face_reason"] == "face 20px < 48px" and f.loc[5, "bystander"]
+    assert not f.loc[[0, 1, 3, 4], "bystander"].any()
 
 
 def test_a_resized_and_recompressed_copy_is_found():

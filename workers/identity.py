@@ -156,6 +156,13 @@ class IdentityStage:
             q = photo[i]
             if q not in by_photo and (q not in rest or size[i] > size[rest[q]]):
                 rest[q] = int(i)
+        # a photo is judged by one face (its person's, else its largest): its other faces,
+        # which failed the face rules before they were judged, keep their reasons and do not
+        # make the photo "too many faces"
+        main = {**rest, **chosen}
+        for i in np.flatnonzero(is_face & ~cand):
+            if main.get(photo[i], i) != i:
+                f.loc[i, "bystander"] = True
         self._duplicates(f, desc, list(chosen.values()) + list(rest.values()), passes, reason)
         f["face_pass"], f["face_reason"] = passes, reason.astype(str)
         return f, info
