@@ -38,7 +38,8 @@ def _ff(*args: object) -> None:
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *map(str, args)], check=True)
 
 
-def _pts(path: Path) -> np.ndarray:
+def presentation_times(path: Path) -> np.ndarray:
+    """Each frame's presentation time (seconds) as ffprobe reads it."""
     out = subprocess.run(
         [
             "ffprobe",
@@ -76,7 +77,7 @@ def row(name: str, path: Path, upright: np.ndarray | None) -> str:
     )
     times = "n/a"
     if is_video(path) and ok.any():
-        pts = _pts(path)
+        pts = presentation_times(path)
         if len(pts) == ok.sum():
             tol = np.diff(pts).min() if len(pts) > 1 else 0.0
             times = "yes" if np.allclose(out["timestamp_s"][ok], pts, atol=tol) else "no"

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.containers import presentation_times
 from tests.conftest import shared_path
 from workers.decode import DecodeConfig, DecodeStage, make_tasks, probe_video, stream_short
 
@@ -167,24 +168,7 @@ def test_variable_frame_rate_keeps_presentation_times(tmp_path):
     vfr = tmp_path / "vfr.mkv"
     rule = "setpts='if(lt(N,15),N/30,0.5+(N-15)/10)/TB'"
     _ff("-i", src, "-frames:v", 30, "-vf", rule, "-fps_mode", "vfr", "-c:v", "libx264", vfr)
-    probe = subprocess.run(
-        [
-            shutil.which("ffprobe"),
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "frame=best_effort_timestamp_time",
-            "-of",
-            "csv=p=0",
-            str(vfr),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    pts = np.array([float(x.strip(",")) for x in probe.stdout.split()])
+    pts = presentation_times(vfr)
     assert len(pts) == 30 and np.ptp(np.diff(pts)) > 0.05  # the rate really varies
     out = _decode_all([vfr], DecodeConfig(chunk_frames=7))
     assert set(out["status"]) == {"ok"} and len(out["timestamp_s"]) == 30
