@@ -263,3 +263,28 @@ def test_ten_thousand_photos_hold_a_few_identities_at_a_time():
             most = max(most, len(book.held))
     assert decided == n_id * per and most == 1 and not book.held
     assert len(book.centres) == n_id
+
+
+def test_a_person_filed_twice_is_found_across_identities():
+    """The same photo under two names is a duplicate of the first; two names whose faces
+    gather around one centre are listed as perhaps one person."""
+    from pipeline.identities import IdentityBook
+
+    rng = np.random.default_rng(4)
+    a, c = (rng.normal(size=128) * 0.07 for _ in range(2))
+    srcs = [f"/d/{who}/{k}.jpg" for who in ("ann", "ann2", "bob") for k in range(3)]
+    book = IdentityBook(IdentityConfig(), {s: s.split("/")[2] for s in srcs}, srcs)
+    hashes = rng.integers(-(2**62), 2**62, 9)
+    hashes[3] = hashes[0] ^ 0b101  # ann2's first photo: ann's first, two bits apart
+    out = []
+    for k, s in enumerate(srcs):
+        centre = a if k < 6 else c  # ann2 is ann filed again; bob is someone else
+        f = _faces([centre + rng.normal(scale=0.02, size=128)], [s])
+        f["phash"] = hashes[k]
+        out += book.take([f])
+    rows = pd.concat(out, ignore_index=True).set_index("source")
+    assert rows.loc["/d/ann2/0.jpg", "face_reason"] == "duplicate of /d/ann/0.jpg (filed as ann)"
+    assert rows.loc["/d/ann2/0.jpg", "duplicate_of"] == "/d/ann/0.jpg"
+    assert rows.drop(index="/d/ann2/0.jpg")["face_pass"].all()
+    alike = book.alike()
+    assert [(x["a"], x["b"]) for x in alike] == [("ann", "ann2")]
