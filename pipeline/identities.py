@@ -105,7 +105,7 @@ class IdentityBook:
                 self.left[identity_of[s]] += 1
         self.held: dict[str, list[pd.DataFrame]] = defaultdict(list)
         self.index = _HashIndex()
-        self.centres: list[tuple[str, np.ndarray]] = []  # restored and decided ones
+        self.centres: list[tuple[str, np.ndarray]] = []  # decided in this run
         self._new: list[tuple[str, np.ndarray]] = []  # decided since take_centres
 
     def take(self, tracked: list[pd.DataFrame]) -> list[pd.DataFrame]:
@@ -165,12 +165,14 @@ class IdentityBook:
         out, self._new = self._new, []
         return out
 
-    def alike(self) -> list[dict]:
-        """Pairs of identities whose centres lie within :data:`ALIKE_DISTANCE`."""
-        if len(self.centres) < 2:
+    def alike(self, centres: list[tuple[str, np.ndarray]] | None = None) -> list[dict]:
+        """Pairs of identities whose centres lie within :data:`ALIKE_DISTANCE`, among
+        ``centres`` (every identity's, resumed ones too; default: this run's)."""
+        centres = self.centres if centres is None else centres
+        if len(centres) < 2:
             return []
-        names = [n for n, _ in self.centres]
-        c = np.stack([v for _, v in self.centres])
+        names = [n for n, _ in centres]
+        c = np.stack([v for _, v in centres])
         out = []
         for s in range(0, len(c), 1024):
             d = np.linalg.norm(c[s : s + 1024, None] - c[None], axis=2)

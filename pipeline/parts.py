@@ -47,15 +47,13 @@ class PartStore:
                 self.centres += [
                     (str(i), np.asarray(v, np.float32)) for i, v in zip(t["identity"], t["centre"])
                 ]
-        self.centre_names = {n for n, _ in self.centres}
 
     def add_centres(self, centres: list[tuple[str, np.ndarray]]) -> None:
         self._centres += centres
 
     def restore(self, book) -> None:
         """What ``--resume`` needs of the identities already stored: their kept faces'
-        hashes (copies under another name) and their centres."""
-        book.centres = list(self.centres)
+        hashes (copies under another name); their centres stay in ``centres``."""
         for f in sorted(self.dir.glob("part-*.faces.parquet")):
             t = pd.read_parquet(f)
             if not {"phash", "identity", "keep"} <= set(t.columns):
@@ -84,7 +82,6 @@ class PartStore:
             )
             write_parquet(c, self.dir / f"{stem}.centres.parquet")
             self.centres += self._centres
-            self.centre_names |= {n for n, _ in self._centres}
             self._centres = []
         write_parquet(frames, self.dir / f"{stem}.frames.parquet")  # last: marks it complete
         self.finished |= set(frames["source"].astype(str))

@@ -479,10 +479,9 @@ def _identity_summary(frames: pd.DataFrame, store: PartStore, book, out: Path) -
     tmp = out / ".cleaned.csv.tmp"
     pd.DataFrame({"path": kept["source"], "identity": kept["identity"]}).to_csv(tmp, index=False)
     os.replace(tmp, out / "cleaned.csv")
-    book.centres = list(store.centres)  # every identity's, resumed ones too
     return {
         "identities": per,
-        "identities_alike": book.alike(),
+        "identities_alike": book.alike(store.centres),  # resumed identities' too
         "identities_alike_distance": ALIKE_DISTANCE,
         "identities_unchecked": sorted(
             i for i, v in per.items() if v["photos"] < book.stage.cfg.min_photos
