@@ -48,11 +48,13 @@ def sample_video_faces(
     min_gap: int,
     max_faces: int | None = None,
     tracks: pd.DataFrame | None = None,
+    every_face: bool = False,
 ) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Faces of ``video`` at least ``min_gap`` frames apart, with their aligned crops.
 
     Without ``tracks`` (a one-person clip): the largest face of every ``min_gap``-th frame
-    (at most ``max_faces``, spread over the clip). With ``tracks`` (the pipeline's face rows
+    (at most ``max_faces``, spread over the clip); with ``every_face``, every face the
+    detector finds in those frames, largest first (``cand`` numbers them). With ``tracks`` (the pipeline's face rows
     of this video: ``frame_index``, ``box``, ``landmarks``, ``det_prob``, ``track_id``): per
     track, faces at least ``min_gap`` frames apart (at most ``max_faces`` a track).
 
@@ -85,30 +87,36 @@ def sample_video_faces(
             if ok:
                 img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 for tid, box, lm, prob in want[i]:
-                    if box is None:  # a clip: detect, take the largest face
+                    found = [(box, lm, prob)]
+                    if box is None:  # a clip: detect, take the largest face (or all)
                         det = detector.detect([img])[0]
                         if len(det) == 0:
                             continue
                         sides = np.minimum(
                             det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1]
                         )
-                        k = int(np.argmax(sides))
-                        box, lm, prob = det.boxes[k], det.landmarks[k], float(det.probs[k])
-                    crop = face_crop(img, box, lm)
-                    rows.append(
-                        {
-                            "video": str(video),
-                            "frame_index": i,
-                            "track_id": tid,
-                            "box": np.asarray(box, float).tolist(),
-                            "landmarks": np.asarray(lm, float).tolist(),
-                            "det_prob": float(prob),
-                            "face_size": float(min(box[2] - box[0], box[3] - box[1])),
-                            "frontalness": frontalness(lm),
-                            "sharpness": sharpness(crop),
-                        }
-                    )
-                    crops.append(crop)
+                        order = np.argsort(-sides, kind="stable")
+                        order = order if every_face else order[:1]
+                        found = [
+                            (det.boxes[k], det.landmarks[k], float(det.probs[k])) for k in order
+                        ]
+                    for cand, (box, lm, prob) in enumerate(found):
+                        crop = face_crop(img, box, lm)
+                        rows.append(
+                            {
+                                "video": str(video),
+                                "frame_index": i,
+                                "track_id": tid,
+                                "cand": cand,
+                                "box": np.asarray(box, float).tolist(),
+                                "landmarks": np.asarray(lm, float).tolist(),
+                                "det_prob": float(prob),
+                                "face_size": float(min(box[2] - box[0], box[3] - box[1])),
+                                "frontalness": frontalness(lm),
+                                "sharpness": sharpness(crop),
+                            }
+                        )
+                        crops.append(crop)
         i += 1
     cap.release()
     return pd.DataFrame(rows), crops

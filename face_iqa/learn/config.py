@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from face_iqa.learn.degrade import DEGRADATIONS
 from face_iqa.learn.footage import FootageConfig
+from face_iqa.learn.photos import PhotoSetConfig
 from face_iqa.learn.synthetic import SyntheticConfig
 
 __all__ = [
@@ -126,6 +127,10 @@ class DataConfig:
         labels under ``footage_dir``; its persons are split on their own (whole clips to
         train or val, ``footage_val_fraction``; its held-out clips are never read), so the
         other set's split stays what it was.
+    photos: real photos of known people labelled by recognition
+        (:mod:`face_iqa.learn.photos`), added under ``photos_dir``; their people are split
+        on their own (``photos_val_fraction`` of them to val; the held-out people are never
+        read).
     """
 
     labels: str | None = None
@@ -134,6 +139,9 @@ class DataConfig:
     footage: FootageConfig | None = None
     footage_dir: str = "runs/footage_data"
     footage_val_fraction: float = 0.15
+    photos: PhotoSetConfig | None = None
+    photos_dir: str = "runs/photo_data"
+    photos_val_fraction: float = 0.1
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0

@@ -17,6 +17,7 @@ from face_iqa.learn.config import AugmentConfig, LadderConfig, RankConfig, Train
 from face_iqa.learn.degrade import KNOWN_DEGRADATIONS, apply_degradation
 from face_iqa.learn.footage import build_footage_set
 from face_iqa.learn.label_sets import assign_splits, load_labelled
+from face_iqa.learn.photos import build_photo_set
 from face_iqa.learn.synthetic import build_synthetic_set
 
 __all__ = [
@@ -275,8 +276,8 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         labels = build_synthetic_set(cfg.data.synthetic, cfg.data.synthetic_dir, log)
     elif cfg.data.labels is not None:
         labels = Path(cfg.data.labels)
-    elif cfg.data.footage is None:
-        raise ValueError("train: set data.labels, data.synthetic or data.footage")
+    elif cfg.data.footage is None and cfg.data.photos is None:
+        raise ValueError("train: set data.labels, data.synthetic, data.footage or data.photos")
     if labels is not None:
         ls = load_labelled(labels)
         lo, hi = ls.score_min, ls.score_max
@@ -290,9 +291,17 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         ft["path"] = [str(footage.parent / q) for q in ft["path"]]
         ft = assign_splits(ft, cfg.data.footage_val_fraction, 0.0, cfg.data.split_seed)
         table = ft if table is None else pd.concat([table, ft], ignore_index=True)
+    photos = None
+    if cfg.data.photos is not None:
+        photos = build_photo_set(cfg.data.photos, cfg.data.photos_dir, log)
+        pt = pd.read_parquet(photos)
+        pt["path"] = [str(photos.parent / q) for q in pt["path"]]
+        pt = assign_splits(pt, cfg.data.photos_val_fraction, 0.0, cfg.data.split_seed)
+        table = pt if table is None else pd.concat([table, pt], ignore_index=True)
     info = {
-        "labels": str(labels if labels is not None else footage),
+        "labels": str(next(p for p in (labels, footage, photos) if p is not None)),
         "footage": None if footage is None else str(footage),
+        "photos": None if photos is None else str(photos),
         "score_min": lo,
         "score_max": hi,
         "n": {s: int((table["split"] == s).sum()) for s in ("train", "val", "test")},

@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from face_iqa.faces.identity import robust_centre
 from face_iqa.learn.degrade import (
     DEGRADATIONS,
     EXTRA_DEGRADATIONS,
@@ -81,6 +82,16 @@ class FootageConfig:
     extra_degradations: kinds of :data:`face_iqa.learn.degrade.EXTRA_DEGRADATIONS` drawn too.
     reference_quantile: the quantile of a person's separations that scores 100.
     seed: the set is a function of this seed and the clips.
+    extra_clips: more ``clips.csv`` files read the same way (``holdout`` applies to all).
+    label: ``separation`` (the SDD-FIQA label against the person's own reference, above) or
+        ``match`` (the share of genuine comparisons won at the threshold of ``fmr`` over the
+        set's impostor pairs, :func:`face_iqa.learn.photos.match_share`): one threshold for
+        everyone, so the labels rank faces across people.
+    fmr / softness: the ``match`` label's false match rate and sigmoid width.
+    nonfaces: take every detection of a sampled frame; the person's face is the one nearest
+        the clip's robust centre (not the largest: a printed face on a shirt can be larger),
+        and a detection farther than ``nonface_distance`` from it is no face of the person
+        (a print, a hand, clothing, background): it enters the set with the label 0.
     """
 
     clips: str = ""
@@ -92,6 +103,12 @@ class FootageConfig:
     extra_degradations: tuple[str, ...] = ()
     reference_quantile: float = 0.9
     seed: int = 1
+    extra_clips: tuple[str, ...] = ()
+    label: str = "separation"
+    fmr: float = 1e-3
+    softness: float = 0.05
+    nonfaces: bool = False
+    nonface_distance: float = 0.7
 
 
 def separation(genuine: np.ndarray, impostor: np.ndarray) -> float:
@@ -164,9 +181,40 @@ def label_faces(
     return sep, quality, csep, cq
 
 
+def match_labels(
+    descriptors: np.ndarray,
+    identity: np.ndarray,
+    fmr: float,
+    softness: float,
+    copies: np.ndarray | None = None,
+    copy_of: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The ``match`` label: like :func:`label_faces`, with the match share (0-1) in place
+    of the separation and ``100 *`` it as the quality."""
+    from face_iqa.faces.photo_sets import impostor_threshold
+    from face_iqa.learn.photos import match_share
+
+    d = np.asarray(descriptors, np.float64)
+    ident = np.asarray(identity).astype(str)
+    t = impostor_threshold(d, ident, fmr)
+    n = np.arange(len(d))
+    m = np.array([match_share(d[k], d[(ident == ident[k]) & (n != k)], t, softness) for k in n])
+    if copies is None or copy_of is None:
+        return m, 100.0 * m, None, None
+    of = np.asarray(copy_of, int)
+    cm = np.array(
+        [
+            match_share(c, d[(ident == ident[of[j]]) & (n != of[j])], t, softness)
+            for j, c in enumerate(np.asarray(copies, np.float64))
+        ]
+    )
+    return m, 100.0 * m, cm, 100.0 * cm
+
+
 def _cfg_json(cfg: FootageConfig) -> str:
     d = asdict(cfg)
     d["clips"] = os.path.abspath(cfg.clips)
+    d["extra_clips"] = [os.path.abspath(c) for c in cfg.extra_clips]
     return json.dumps(d, sort_keys=True, default=list)
 
 
@@ -199,7 +247,12 @@ def build_footage_set(
         raise ValueError(f"footage.extra_degradations: unknown {sorted(unknown)}")
     from face_iqa.faces.clips import read_clips
 
-    clips = read_clips(cfg.clips, exclude=cfg.holdout)
+    if cfg.label not in ("separation", "match"):
+        raise ValueError(f"footage.label {cfg.label!r}: expected 'separation' or 'match'")
+    clips = []
+    for f in (cfg.clips, *cfg.extra_clips):
+        persons = set(pd.read_csv(f)["person"].astype(str)) if Path(f).is_file() else set()
+        clips += read_clips(f, exclude=[h for h in cfg.holdout if h in persons])
     if detector is None:
         from face_iqa.faces.detect import DetectorConfig, build_detector
 
@@ -210,26 +263,49 @@ def build_footage_set(
         recognizer = DlibRecognizer()
     (out / "crops").mkdir(parents=True, exist_ok=True)
     rows, crops, desc, shapes = [], [], [], []
+    nonface_rows, nonface_crops = [], []
     for person, path in clips:
-        faces, cs = sample_video_faces(path, detector, cfg.min_gap, cfg.per_identity)
+        faces, cs = sample_video_faces(
+            path, detector, cfg.min_gap, cfg.per_identity, every_face=cfg.nonfaces
+        )
+        found = []
         for f, crop in zip(faces.itertuples(), cs):
             try:
                 sh = recognizer.chip_shape(crop)
                 dv = recognizer.descriptor(crop, sh)
             except RuntimeError:  # dlib could not place its shape: no label
                 continue
-            rows.append(
-                {
-                    "identity": f"person:{person}",
-                    "source": str(path),
-                    "frame_index": int(f.frame_index),
-                    "face_size": float(f.face_size),
-                }
-            )
-            crops.append(crop)
-            desc.append(dv)
-            shapes.append(sh)
-        log(f"footage: {path.name}: {len(faces)} faces")
+            row = {
+                "identity": f"person:{person}",
+                "source": str(path),
+                "frame_index": int(f.frame_index),
+                "face_size": float(f.face_size),
+            }
+            found.append((row, crop, dv, sh))
+        person_face = np.ones(len(found), bool)
+        if cfg.nonfaces and found:
+            all_desc = np.stack([x[2] for x in found])
+            centre, _ = robust_centre(all_desc)
+            dist = np.linalg.norm(all_desc - centre, axis=1)
+            frame = np.array([x[0]["frame_index"] for x in found])
+            for fi in np.unique(frame):
+                idx = np.flatnonzero(frame == fi)
+                best = idx[int(np.argmin(dist[idx]))]
+                person_face[idx] = False
+                person_face[best] = True
+                for j in idx:
+                    if j != best and dist[j] > cfg.nonface_distance:
+                        nonface_rows.append({**found[j][0], "distance": float(dist[j])})
+                        nonface_crops.append(found[j][1])
+        for (row, crop, dv, sh), keep in zip(found, person_face):
+            if keep:
+                rows.append(row)
+                crops.append(crop)
+                desc.append(dv)
+                shapes.append(sh)
+        log(
+            f"footage: {path.name}: {int(person_face.sum())} faces, {int((~person_face).sum())} others"
+        )
     if not rows:
         raise ValueError(f"{cfg.clips}: no faces found in the clips")
     rng = np.random.default_rng(cfg.seed)
@@ -243,15 +319,25 @@ def build_footage_set(
             copy_of.append(k)
             specs.append((spec, img))
     ident = np.array([r["identity"] for r in rows])
-    sep, q, csep, cq = label_faces(
-        np.stack(desc),
-        ident,
-        cfg.impostors,
-        cfg.reference_quantile,
-        np.random.default_rng(cfg.seed + 1),
-        np.stack(copies) if copies else None,
-        np.array(copy_of) if copies else None,
-    )
+    if cfg.label == "match":
+        sep, q, csep, cq = match_labels(
+            np.stack(desc),
+            ident,
+            cfg.fmr,
+            cfg.softness,
+            np.stack(copies) if copies else None,
+            np.array(copy_of) if copies else None,
+        )
+    else:
+        sep, q, csep, cq = label_faces(
+            np.stack(desc),
+            ident,
+            cfg.impostors,
+            cfg.reference_quantile,
+            np.random.default_rng(cfg.seed + 1),
+            np.stack(copies) if copies else None,
+            np.array(copy_of) if copies else None,
+        )
     table = []
 
     def add(k: int, v: int, img: np.ndarray, s: float, score: float, degradation: str) -> None:
@@ -277,6 +363,21 @@ def build_footage_set(
     for j, (spec, img) in enumerate(specs):
         k = copy_of[j]
         add(k, 1 + j % cfg.degraded_copies, img, csep[j], cq[j], describe(spec))
+    for j, (row, crop) in enumerate(zip(nonface_rows, nonface_crops)):
+        rel = f"crops/nonface_{j:05d}.png"
+        cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        table.append(
+            {
+                "path": rel,
+                "score": 0.0,
+                "separation": np.nan,
+                **{k: v for k, v in row.items() if k != "distance"},
+                "face_id": FOOTAGE_FACE_ID_OFFSET + len(crops) + j,
+                "variant": 0,
+                "degradation": "nonface",
+                "split": "",
+            }
+        )
     df = pd.DataFrame(table)
     tmp = labels_path.with_suffix(".tmp")
     df.to_parquet(tmp, index=False)

@@ -1,0 +1,301 @@
+"""Quality labels for real photos of known people, from how often the recogniser matches them.
+
+An identity photo set (``file``/``path``, ``identity``, ``set``: one row per photo, as a face
+dataset is) gives every face of a person a set of genuine comparisons: the person's faces in
+their other photos. The EDC that judges a quality score counts exactly these comparisons,
+failed at one threshold for everyone: dlib's distance at a false match rate (``fmr``) over
+the impostor pairs of the set. So the label of a face is the share of its genuine
+comparisons it wins at that threshold, made smooth so that a comparison just under the
+threshold counts a little less than one far under it:
+
+    match = mean_j sigmoid((t - d_ij) / softness),    score = 100 * match
+
+One threshold for everyone makes the labels rank faces *across* people: a person whose photos
+are all small and dark wins few comparisons and gets low labels on all of them, a person in
+studio light high ones, as the pooled EDC sees them. Chosen over SDD-FIQA's separation of
+genuine and impostor distances (:mod:`face_iqa.learn.footage`) because the EDC at a fixed
+threshold depends on the genuine distances only; the impostor side is in ``t``. A face's
+failure is shared with its partner; averaged over all of a person's photos, the face that
+fails with every partner is the poor one.
+
+Synthetic damage on real faces (``degraded_copies``) is labelled the same way: the damaged
+copy's own descriptor against the person's other undamaged faces.
+
+Some people are held out (``holdout``: ``set:count`` items, drawn with ``holdout_seed``):
+their photos are never read here; ``heldout.csv`` in the output lists them for the
+evaluation. The face of each photo is chosen as the evaluation chooses it
+(:mod:`face_iqa.faces.photo_sets`); a photo with no agreeing face has no label.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from face_iqa.faces.photo_sets import (
+    acquire_faces,
+    choose_faces,
+    impostor_threshold,
+    read_identity_photos,
+)
+from face_iqa.learn.degrade import (
+    DEGRADATIONS,
+    EXTRA_DEGRADATIONS,
+    apply_degradation,
+    describe,
+    sample_degradation,
+)
+
+__all__ = [
+    "PHOTO_FACE_ID_OFFSET",
+    "PhotoSetConfig",
+    "build_photo_set",
+    "heldout_people",
+    "match_share",
+]
+
+# photo rows' face ids start here, beside the synthetic (0...) and footage (1,000,000...) ones
+PHOTO_FACE_ID_OFFSET = 2_000_000
+
+
+@dataclass(frozen=True)
+class PhotoSetConfig:
+    """Attributes:
+    identities: the identities CSV (``file`` or ``path``, ``identity``, ``set``).
+    holdout: ``set:count`` items: that many people of each set are held out.
+    holdout_seed: the draw of the held-out people.
+    fmr: the false match rate whose threshold the labels count matches at.
+    softness: the sigmoid's width in descriptor distance.
+    degraded_copies: synthetically damaged copies of each face, labelled by their own matching.
+    extra_degradations: kinds of :data:`face_iqa.learn.degrade.EXTRA_DEGRADATIONS` drawn too.
+    agree: a photo's face must lie within this median distance of the person's other faces.
+    max_people: read at most this many training people (0: all; for trials and tests).
+    seed: the damage drawn.
+    """
+
+    identities: str = ""
+    holdout: tuple[str, ...] = ()
+    holdout_seed: int = 0
+    fmr: float = 1e-3
+    softness: float = 0.05
+    degraded_copies: int = 1
+    extra_degradations: tuple[str, ...] = ()
+    agree: float = 0.7
+    max_people: int = 0
+    seed: int = 1
+
+
+def heldout_people(photos: pd.DataFrame, holdout: tuple[str, ...], seed: int) -> list[str]:
+    """The identities held out: for each ``set:count`` item, ``count`` people of that set
+    drawn with ``seed`` (sorted names, then a seeded permutation: the same file and seed give
+    the same people). A ``ValueError`` names an unknown set or a count beyond its people."""
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    for item in holdout:
+        name, _, count = str(item).partition(":")
+        people = sorted(photos.loc[photos["set"] == name, "identity"].unique())
+        if not people or not count.isdigit() or int(count) > len(people):
+            raise ValueError(
+                f"photos.holdout {item!r}: expected 'set:count' with a set of the file "
+                f"({sorted(photos['set'].unique())}) and at most its number of people"
+            )
+        out += [people[i] for i in rng.permutation(len(people))[: int(count)]]
+    return out
+
+
+def match_share(desc: np.ndarray, partners: np.ndarray, threshold: float, softness: float) -> float:
+    """The smooth share of the comparisons of ``desc`` with ``partners`` (N x 128) that fall
+    under ``threshold``; NaN without partners."""
+    if len(partners) == 0:
+        return float("nan")
+    d = np.linalg.norm(np.asarray(partners, np.float64) - np.asarray(desc, np.float64), axis=1)
+    return float(np.mean(1.0 / (1.0 + np.exp(-(threshold - d) / softness))))
+
+
+def _cfg_json(cfg: PhotoSetConfig) -> str:
+    d = asdict(cfg)
+    d["identities"] = os.path.abspath(cfg.identities)
+    return json.dumps(d, sort_keys=True, default=list)
+
+
+def _describe_person(
+    photos: pd.DataFrame,
+    cfg: PhotoSetConfig,
+    detector,
+    recognizer,
+    rng: np.random.Generator,
+    out: Path,
+    first_id: int,
+) -> pd.DataFrame:
+    """The chosen faces of one person's photos (crops written) and their damaged copies:
+    one row per crop with its descriptor (labels come later, over all people)."""
+    cands, crops = acquire_faces(photos, detector, recognizer)
+    if cands.empty or (cands["cand"] < 0).all():
+        return pd.DataFrame()
+    chosen = choose_faces(cands, cfg.agree)
+    crop_of = dict(zip(cands.index[cands["cand"] >= 0], crops))
+    kinds = DEGRADATIONS + tuple(k for k in EXTRA_DEGRADATIONS if k in cfg.extra_degradations)
+    rows = []
+    for n, i in enumerate(cands.index[chosen]):
+        r = cands.loc[i]
+        crop = crop_of[i]
+        face_id = first_id + n
+        base = {
+            "identity": str(r["identity"]),
+            "set": str(r["set"]),
+            "source": str(r["path"]),
+            "face_id": face_id,
+            "face_size": float(r["face_size"]),
+        }
+        rel = f"crops/{face_id:07d}_00.png"
+        cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        rows.append(
+            {
+                **base,
+                "path": rel,
+                "variant": 0,
+                "degradation": "clean",
+                "descriptor": np.asarray(r["descriptor"], np.float32),
+            }
+        )
+        try:
+            shape = recognizer.chip_shape(crop)
+        except RuntimeError:
+            continue
+        for v in range(1, cfg.degraded_copies + 1):
+            spec = sample_degradation(rng, p_clean=0.0, kinds=kinds)
+            img = apply_degradation(crop, spec)
+            rel = f"crops/{face_id:07d}_{v:02d}.png"
+            cv2.imwrite(str(out / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            rows.append(
+                {
+                    **base,
+                    "path": rel,
+                    "variant": v,
+                    "degradation": describe(spec),
+                    "descriptor": recognizer.descriptor(img, shape).astype(np.float32),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def label_photo_faces(
+    faces: pd.DataFrame, fmr: float, softness: float
+) -> tuple[pd.DataFrame, float]:
+    """``score`` (0-100) and ``match`` for every row of ``faces`` (``identity``, ``face_id``,
+    ``variant``, ``descriptor``): each crop against the undamaged faces of its person in
+    other photos, at the threshold of ``fmr`` over the undamaged faces of everyone. Rows of
+    a person with one photo get NaN. Returns the table and the threshold."""
+    clean = faces[faces["variant"] == 0]
+    desc = np.stack(clean["descriptor"].to_numpy())
+    t = impostor_threshold(desc, clean["identity"].to_numpy(), fmr)
+    by_person = {
+        p: (g["face_id"].to_numpy(), np.stack(g["descriptor"].to_numpy()))
+        for p, g in clean.groupby("identity", sort=False)
+    }
+    match = []
+    for r in faces.itertuples(index=False):
+        ids, d = by_person[r.identity]
+        match.append(match_share(r.descriptor, d[ids != r.face_id], t, softness))
+    out = faces.copy()
+    out["match"] = match
+    out["score"] = 100.0 * out["match"]
+    return out, t
+
+
+def build_photo_set(
+    cfg: PhotoSetConfig,
+    out_dir: str | os.PathLike[str],
+    log: Callable[[str], None] = print,
+    detector=None,
+    recognizer=None,
+) -> Path:
+    """Choose, align, damage and label the faces of ``cfg.identities`` (less the held-out
+    people) under ``out_dir`` (``crops/``, ``labels.parquet``, ``heldout.csv``,
+    ``info.json``); returns the path of ``labels.parquet``. Each person's faces are kept in
+    ``people/`` as they are done, so an interrupted build goes on where it stopped; a
+    finished one is reused while ``config.json`` matches.
+
+    Columns: ``path`` (relative), ``score``, ``match``, ``identity``, ``set``, ``source``,
+    ``face_id``, ``variant`` (0 undamaged), ``degradation``, ``face_size``, ``split``
+    (empty)."""
+    out = Path(out_dir)
+    labels_path = out / "labels.parquet"
+    cfg_json = _cfg_json(cfg)
+    cfg_file = out / "config.json"
+    if cfg_file.is_file() and cfg_file.read_text() != cfg_json:
+        raise ValueError(f"{out}: built with other settings ({cfg_file}); choose another directory")
+    if labels_path.is_file() and cfg_file.is_file():
+        log(f"reusing {labels_path}")
+        return labels_path
+    unknown = set(cfg.extra_degradations) - set(EXTRA_DEGRADATIONS)
+    if unknown:
+        raise ValueError(f"photos.extra_degradations: unknown {sorted(unknown)}")
+    photos = read_identity_photos(cfg.identities)
+    held = heldout_people(photos, cfg.holdout, cfg.holdout_seed)
+    (out / "crops").mkdir(parents=True, exist_ok=True)
+    (out / "people").mkdir(exist_ok=True)
+    cfg_file.write_text(cfg_json)
+    photos[photos["identity"].isin(held)].to_csv(out / "heldout.csv", index=False)
+    train = photos[~photos["identity"].isin(held)]
+    people = list(dict.fromkeys(train["identity"]))
+    if cfg.max_people:
+        people = people[: cfg.max_people]
+    if detector is None:
+        from face_iqa.faces.detect import DetectorConfig, build_detector
+
+        detector = build_detector(DetectorConfig(device="cpu", max_side=1280))
+    if recognizer is None:
+        from face_iqa.faces.recognizer import DlibRecognizer
+
+        recognizer = DlibRecognizer()
+    parts = []
+    for k, person in enumerate(people):
+        part = out / "people" / f"{k:06d}.parquet"
+        if not part.is_file():
+            rng = np.random.default_rng([cfg.seed, k])
+            g = _describe_person(
+                train[train["identity"] == person],
+                cfg,
+                detector,
+                recognizer,
+                rng,
+                out,
+                PHOTO_FACE_ID_OFFSET + 1000 * k,
+            )
+            tmp = part.with_suffix(".tmp")
+            g.to_parquet(tmp, index=False)
+            tmp.replace(part)
+            if (k + 1) % 10 == 0:
+                log(f"photos: {k + 1} of {len(people)} people described")
+        parts.append(pd.read_parquet(part))
+    faces = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    faces, t = label_photo_faces(faces, cfg.fmr, cfg.softness)
+    faces = faces[np.isfinite(faces["score"])].drop(columns=["descriptor"])
+    faces["split"] = ""
+    tmp = labels_path.with_suffix(".tmp")
+    faces.to_parquet(tmp, index=False)
+    tmp.replace(labels_path)
+    clean = faces[faces["variant"] == 0]
+    info = {
+        "threshold": t,
+        "fmr": cfg.fmr,
+        "people": int(faces["identity"].nunique()),
+        "heldout_people": len(held),
+        "faces": int(len(clean)),
+        "copies": int(len(faces) - len(clean)),
+        "median_score": float(clean["score"].median()),
+    }
+    (out / "info.json").write_text(json.dumps(info, indent=1))
+    log(
+        f"photos: {info['faces']} faces of {info['people']} people, {info['copies']} damaged "
+        f"copies, threshold {t:.3f} at FMR {cfg.fmr:g}; median label {info['median_score']:.1f}"
+    )
+    return labels_path
