@@ -165,3 +165,9 @@ def test_eval_recognition_on_identity_photos_end_to_end(tmp_path, capsys):
     assert pooled.loc["best_possible", "match_rate"] >= pooled.loc["hyperiqa", "match_rate"]
     assert set(pd.read_csv(out / "identities.csv")["identity"]) <= set(sub["identity"])
     assert "failures to acquire" in capsys.readouterr().out
+    # the training's label on the evaluated people, and each measure's agreement with it
+    assert faces.loc[faces["ok"], "label"].between(0, 100).all()
+    assert faces.loc[~faces["ok"], "label"].isna().all()
+    srcc = pd.read_csv(out / "label_srcc.csv")
+    assert set(srcc["set"]) == {"pooled", "celeba", "glint", "yaleb"}
+    assert srcc["srcc"].dropna().between(-1, 1).all()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,6 +116,7 @@ def test_build_photo_set_on_real_photos_holds_people_out_and_resumes(tmp_path, d
     labels = pd.read_parquet(build_photo_set(cfg, out, logs.append, detector=detector))
     held = pd.read_csv(out / "heldout.csv")
     assert held["identity"].nunique() == 1
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in held["path"])
     assert not set(held["identity"]) & set(labels["identity"])
     assert labels["identity"].nunique() == 4
     clean = labels[labels["variant"] == 0]

@@ -142,11 +142,14 @@ def evaluate_identities(
     bootstrap: int = 200,
     model: str = "hyperiqa",
     threshold: float | None = None,
+    rivals: Sequence[str] | None = None,
 ) -> IdentityEvaluation:
     """The EDC, bootstrap, failures and best photo of chosen faces (one row per photo,
     ``ok`` where a face was acquired; :func:`photo_faces`), per ``set`` and pooled. Each
     set's distance threshold is set at ``fmr`` on its own impostor pairs (every pair of
-    photos of two people), unless ``threshold`` is given."""
+    photos of two people), unless ``threshold`` is given. ``beats_best_other`` compares
+    ``model`` with the best of ``rivals`` in each resample (default: every other measure;
+    the command passes the simple measures, so a compared model is not a rival)."""
     measures = tuple(measures)
     good = faces[faces["ok"]].copy()
     sets = ["pooled", *sorted(good["set"].unique())] if good["set"].nunique() > 1 else ["pooled"]
@@ -187,7 +190,7 @@ def evaluate_identities(
         edc = pd.DataFrame(table)
         edcs.append(edc)
         boot = bootstrap_pauc(f, pairs, t, measures, n=bootstrap) if bootstrap else None
-        others = [m for m in measures if m != model]
+        others = [m for m in (measures if rivals is None else rivals) if m != model]
         for m in measures:
             row = {
                 "set": s,

@@ -92,6 +92,9 @@ class FootageConfig:
         the clip's robust centre (not the largest: a printed face on a shirt can be larger),
         and a detection farther than ``nonface_distance`` from it is no face of the person
         (a print, a hand, clothing, background): it enters the set with the label 0.
+    nonface_thresholds: the detector's three stage thresholds while sampling (empty: its
+        defaults); lower ones add the detector's near misses on hands, prints and clothing,
+        which is where false detections come from.
     """
 
     clips: str = ""
@@ -109,6 +112,7 @@ class FootageConfig:
     softness: float = 0.05
     nonfaces: bool = False
     nonface_distance: float = 0.7
+    nonface_thresholds: tuple[float, ...] = ()
 
 
 def separation(genuine: np.ndarray, impostor: np.ndarray) -> float:
@@ -256,7 +260,8 @@ def build_footage_set(
     if detector is None:
         from face_iqa.faces.detect import DetectorConfig, build_detector
 
-        detector = build_detector(DetectorConfig(device="cpu", max_side=1280))
+        kw = {"thresholds": tuple(cfg.nonface_thresholds)} if cfg.nonface_thresholds else {}
+        detector = build_detector(DetectorConfig(device="cpu", max_side=1280, **kw))
     if recognizer is None:
         from face_iqa.faces.recognizer import DlibRecognizer
 

@@ -232,18 +232,21 @@ def build_photo_set(
     cfg_file = out / "config.json"
     if cfg_file.is_file() and cfg_file.read_text() != cfg_json:
         raise ValueError(f"{out}: built with other settings ({cfg_file}); choose another directory")
+    photos = read_identity_photos(cfg.identities)
+    held = heldout_people(photos, cfg.holdout, cfg.holdout_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    heldout = photos[photos["identity"].isin(held)].copy()
+    heldout["path"] = [os.path.abspath(p) for p in heldout["path"]]
+    heldout.to_csv(out / "heldout.csv", index=False)  # the evaluation's input
     if labels_path.is_file() and cfg_file.is_file():
         log(f"reusing {labels_path}")
         return labels_path
     unknown = set(cfg.extra_degradations) - set(EXTRA_DEGRADATIONS)
     if unknown:
         raise ValueError(f"photos.extra_degradations: unknown {sorted(unknown)}")
-    photos = read_identity_photos(cfg.identities)
-    held = heldout_people(photos, cfg.holdout, cfg.holdout_seed)
     (out / "crops").mkdir(parents=True, exist_ok=True)
     (out / "people").mkdir(exist_ok=True)
     cfg_file.write_text(cfg_json)
-    photos[photos["identity"].isin(held)].to_csv(out / "heldout.csv", index=False)
     train = photos[~photos["identity"].isin(held)]
     people = list(dict.fromkeys(train["identity"]))
     if cfg.max_people:

@@ -121,8 +121,19 @@ def _eval_identity_photos(args: argparse.Namespace, out: Path, scorers: dict) ->
     faces, _ = photo_faces(cands, crops, chosen, scorers)
     measures = (*PHOTO_MEASURES, *list(scorers)[1:])
     ev = evaluate_identities(
-        faces, measures, fmr=args.fmr, bootstrap=args.bootstrap, threshold=args.threshold
+        faces,
+        measures,
+        fmr=args.fmr,
+        bootstrap=args.bootstrap,
+        threshold=args.threshold,
+        rivals=PHOTO_MEASURES,
     )
+    faces["label"] = _photo_labels(faces, ev.thresholds["pooled"])
+    srcc = _label_srcc(faces, measures)
+    srcc.to_csv(out / "label_srcc.csv", index=False)
+    faces["label"] = _photo_labels(faces, ev.thresholds["pooled"])
+    srcc = _label_srcc(faces, measures)
+    srcc.to_csv(out / "label_srcc.csv", index=False)
     write_parquet(faces.drop(columns=["descriptor"], errors="ignore"), out / "faces.parquet")
     write_parquet(cands.drop(columns=["descriptor"], errors="ignore"), out / "candidates.parquet")
     pooled = ev.edc[ev.edc["set"] == "pooled"].drop(columns="set")
@@ -152,6 +163,8 @@ def _eval_identity_photos(args: argparse.Namespace, out: Path, scorers: dict) ->
             boot = getattr(r, "beats_best_other", float("nan"))
             note = f"   beats the best other in {boot:.0%} of resamples" if boot == boot else ""
             print(f"  pAUC(0-30%) {r.measure:<12} {r.pauc:.4f}{note}")
+    for r in srcc[srcc["set"] == "pooled"].itertuples():
+        print(f"  SRCC with the recognition label {r.measure:<12} {r.srcc:+.3f}")
     for r in ev.best_photo[ev.best_photo["set"] == "pooled"].itertuples():
         print(
             f"  best photo {r.measure:<14} matches {r.match_rate:6.1%} of the person's other "
@@ -162,6 +175,36 @@ def _eval_identity_photos(args: argparse.Namespace, out: Path, scorers: dict) ->
         f"{out / 'best_photo.csv'}, {out / 'acquired.csv'}, {out / 'faces.parquet'}"
     )
     return 0
+
+
+def _photo_labels(faces, threshold: float, softness: float = 0.05):
+    """The training's label (:mod:`face_iqa.learn.photos`) of every acquired face, here on
+    the evaluated people: the smooth share of its genuine comparisons won at ``threshold``."""
+    import numpy as np
+
+    from face_iqa.learn.photos import match_share
+
+    label = np.full(len(faces), np.nan)
+    ok = faces.index[faces["ok"]]
+    for _, g in faces.loc[ok].groupby("identity", sort=False):
+        d = np.stack(g["descriptor"].to_numpy())
+        for k, i in enumerate(g.index):
+            label[faces.index.get_loc(i)] = 100 * match_share(
+                d[k], np.delete(d, k, axis=0), threshold, softness
+            )
+    return label
+
+
+def _label_srcc(faces, measures):
+    """Spearman correlation of each measure with ``label``, per set and pooled."""
+    import pandas as pd
+
+    rows = []
+    good = faces[faces["ok"] & faces["label"].notna()]
+    for s, g in [("pooled", good), *good.groupby("set", sort=True)]:
+        for m in measures:
+            rows.append({"set": s, "measure": m, "srcc": g[m].corr(g["label"], "spearman")})
+    return pd.DataFrame(rows)
 
 
 def _stderr(msg: str) -> None:
