@@ -133,3 +133,35 @@ def test_build_photo_set_on_real_photos_holds_people_out_and_resumes(tmp_path, d
     )
     with pytest.raises(ValueError, match="other settings"):
         build_photo_set(PhotoSetConfig(identities=str(csv), holdout=("celeba:2",)), out)
+
+
+@pytest.mark.slow
+def test_footage_takes_the_person_not_the_printed_skull(tmp_path, detector):
+    """asl_again.mkv: the signer's own face is about 64 px, the skull printed on the hoodie
+    about 140 px and detected in some frames. With ``nonfaces`` the person's face of each
+    frame is the one nearest the clip's centre, and the skull enters with the label 0."""
+    from face_iqa.learn.footage import FootageConfig, build_footage_set
+    from tests.conftest import shared_path
+
+    clips = pd.read_csv(shared_path("clips_more.csv"))
+    keep = clips[clips["file"].isin(["clips/asl_again.mkv", "clips/asl_milk.mkv"])].copy()
+    keep["file"] = [str(shared_path(f)) for f in keep["file"]]
+    csv = tmp_path / "clips.csv"
+    keep.to_csv(csv, index=False)
+    cfg = FootageConfig(
+        clips=str(csv),
+        min_gap=5,
+        per_identity=16,
+        degraded_copies=0,
+        label="match",
+        fmr=1e-2,
+        nonfaces=True,
+    )
+    t = pd.read_parquet(build_footage_set(cfg, tmp_path / "set", lambda m: None, detector))
+    again = t[t["source"].str.endswith("asl_again.mkv")]
+    person = again[again["degradation"] == "clean"]
+    others = again[again["degradation"] == "nonface"]
+    assert len(person) >= 10 and person["face_size"].max() < 100
+    assert (others["face_size"] > 100).sum() >= 3  # the skull (once also a hand over it)
+    assert (others["score"] == 0).all() and person["score"].between(0, 100).all()
+    assert person["score"].max() > 50

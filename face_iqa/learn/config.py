@@ -130,7 +130,8 @@ class DataConfig:
     photos: real photos of known people labelled by recognition
         (:mod:`face_iqa.learn.photos`), added under ``photos_dir``; their people are split
         on their own (``photos_val_fraction`` of them to val; the held-out people are never
-        read).
+        read). ``photos_sets``: only the photos of these sets (empty: all), the set built
+        once for all of them.
     """
 
     labels: str | None = None
@@ -142,6 +143,7 @@ class DataConfig:
     photos: PhotoSetConfig | None = None
     photos_dir: str = "runs/photo_data"
     photos_val_fraction: float = 0.1
+    photos_sets: tuple[str, ...] = ()
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0

@@ -296,6 +296,8 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         photos = build_photo_set(cfg.data.photos, cfg.data.photos_dir, log)
         pt = pd.read_parquet(photos)
         pt["path"] = [str(photos.parent / q) for q in pt["path"]]
+        if cfg.data.photos_sets:
+            pt = pt[pt["set"].isin(cfg.data.photos_sets)].reset_index(drop=True)
         pt = assign_splits(pt, cfg.data.photos_val_fraction, 0.0, cfg.data.split_seed)
         table = pt if table is None else pd.concat([table, pt], ignore_index=True)
     info = {
