@@ -137,6 +137,42 @@ def check(fixture, data, scorer, detector, recognizer, min_gap=5, distance=0.7) 
     return pd.concat(out, ignore_index=True)
 
 
+def kept_strangers(run_dir, recognizer, distance: float = 0.7) -> pd.DataFrame:
+    """The faces of a ``faceiqa run`` over one-person clips, each with its dlib distance to
+    its clip's robust centre (``stranger`` when farther than ``distance``: a false detection
+    or another person) and whether the run kept it."""
+    from face_iqa.faces.align import face_crop
+
+    faces = pd.read_parquet(Path(run_dir) / "faces.parquet")
+    faces = faces[faces["status"] == "ok"].reset_index(drop=True)
+    out = []
+    for source, g in faces.groupby("source", sort=False):
+        cap = cv2.VideoCapture(str(source))
+        want = set(g["frame_index"])
+        frames, i = {}, 0
+        while cap.grab():
+            if i in want:
+                frames[i] = cv2.cvtColor(cap.retrieve()[1], cv2.COLOR_BGR2RGB)
+            i += 1
+        cap.release()
+        desc = []
+        for r in g.itertuples():
+            lm = np.array([np.asarray(p, float) for p in r.landmarks])
+            crop = face_crop(frames[r.frame_index], np.asarray(r.box, float), lm)
+            try:
+                desc.append(recognizer.image_descriptor(crop))
+            except RuntimeError:
+                desc.append(np.full(128, np.nan))
+        desc = np.array(desc)
+        ok = np.isfinite(desc).all(axis=1)
+        centre, _ = robust_centre(desc[ok])
+        t = g[["source", "frame_index", "face_size", "quality", "keep"]].copy()
+        t["distance"] = np.linalg.norm(desc - centre, axis=1)
+        t["stranger"] = ~(t["distance"] <= distance)
+        out.append(t)
+    return pd.concat(out, ignore_index=True)
+
+
 def contact_sheet(crops: list[np.ndarray], cols: int = 10, side: int = 112) -> np.ndarray:
     rows = max(1, -(-len(crops) // cols))
     out = np.full((rows * (side + 16), cols * side, 3), 255, np.uint8)
@@ -158,7 +194,20 @@ def main(argv=None) -> int:
     ap.add_argument("--check", help="a fixture of confirmed false detections to score")
     ap.add_argument("--data", help="the folder the fixture's sources are relative to")
     ap.add_argument("--checkpoint", default=None, help="model (default: the shipped one)")
+    ap.add_argument("--run", help="a faceiqa run over one-person clips: its kept strangers")
     a = ap.parse_args(argv)
+    if a.run:
+        from face_iqa.faces.recognizer import DlibRecognizer
+
+        t = kept_strangers(a.run, DlibRecognizer(), a.distance)
+        for source, g in t.groupby("source", sort=False):
+            s, k = g["stranger"], g["keep"]
+            print(
+                f"{Path(source).name}: {len(g)} faces, {int(s.sum())} far from the person "
+                f"({int((s & k).sum())} kept); the person's {int((~s).sum())} ({int((~s & k).sum())} kept)"
+            )
+        print(f"kept far from the person: {int((t['stranger'] & t['keep']).sum())}")
+        return 0
     if a.check:
         from face_iqa.faces.detect import DetectorConfig, build_detector
         from face_iqa.faces.recognizer import DlibRecognizer
