@@ -74,8 +74,11 @@ def test_shipped_presets_load():
             base = load_into(TrainConfig, y.parent / "train_face.yaml")
             assert cfg.head != "hyper" and cfg.out_dir != base.out_dir
             assert cfg.data == base.data and cfg.epochs == base.epochs and cfg.rank == base.rank
-        elif y.name.startswith("train"):
-            assert load_into(TrainConfig, y).data.synthetic is not None
+        elif y.name.startswith("train"):  # every recipe names some data to learn from
+            d = load_into(TrainConfig, y).data
+            assert any(x is not None for x in (d.synthetic, d.photos, d.footage, d.labels)), y
+            if d.photos is not None:  # real photos always hold people out
+                assert d.photos.holdout and Path(d.photos.identities).suffix == ".csv"
         else:
             load_config(y)
     assert load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml") == Config()
