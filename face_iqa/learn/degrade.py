@@ -30,6 +30,7 @@ __all__ = [
     "EXTRA_DEGRADATIONS",
     "KNOWN_DEGRADATIONS",
     "apply_degradation",
+    "damage_kinds",
     "describe",
     "sample_degradation",
 ]
@@ -161,6 +162,17 @@ def apply_degradation(image: np.ndarray, spec: dict) -> np.ndarray:
     h, w = image.shape[:2]
     big = _resize(image, max(8, int(round(w * scale))), max(8, int(round(h * scale))))
     return _resize(pipeline(image=big)["image"], w, h)
+
+
+def damage_kinds(extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The kinds a set's damage is drawn from: :data:`DEGRADATIONS` and the named ``extra``
+    ones of :data:`EXTRA_DEGRADATIONS`; a ``ValueError`` names an unknown one."""
+    unknown = set(extra) - set(EXTRA_DEGRADATIONS)
+    if unknown:
+        raise ValueError(
+            f"extra_degradations: unknown {sorted(unknown)} (known: {list(EXTRA_DEGRADATIONS)})"
+        )
+    return DEGRADATIONS + tuple(k for k in EXTRA_DEGRADATIONS if k in extra)
 
 
 def sample_degradation(

@@ -46,9 +46,8 @@ import pandas as pd
 
 from face_iqa.faces.identity import robust_centre
 from face_iqa.learn.degrade import (
-    DEGRADATIONS,
-    EXTRA_DEGRADATIONS,
     apply_degradation,
+    damage_kinds,
     describe,
     sample_degradation,
 )
@@ -246,9 +245,7 @@ def build_footage_set(
         if (out / "config.json").read_text() == cfg_json:
             log(f"reusing {labels_path}")
             return labels_path
-    unknown = set(cfg.extra_degradations) - set(EXTRA_DEGRADATIONS)
-    if unknown:
-        raise ValueError(f"footage.extra_degradations: unknown {sorted(unknown)}")
+    kinds = damage_kinds(cfg.extra_degradations)
     from face_iqa.faces.clips import read_clips
 
     if cfg.label not in ("separation", "match"):
@@ -314,7 +311,6 @@ def build_footage_set(
     if not rows:
         raise ValueError(f"{cfg.clips}: no faces found in the clips")
     rng = np.random.default_rng(cfg.seed)
-    kinds = DEGRADATIONS + tuple(k for k in EXTRA_DEGRADATIONS if k in cfg.extra_degradations)
     copies, copy_of, specs = [], [], []
     for k, crop in enumerate(crops):
         for _ in range(cfg.degraded_copies):

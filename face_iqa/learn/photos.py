@@ -46,9 +46,8 @@ from face_iqa.faces.photo_sets import (
     read_identity_photos,
 )
 from face_iqa.learn.degrade import (
-    DEGRADATIONS,
-    EXTRA_DEGRADATIONS,
     apply_degradation,
+    damage_kinds,
     describe,
     sample_degradation,
 )
@@ -141,7 +140,7 @@ def _describe_person(
         return pd.DataFrame()
     chosen = choose_faces(cands, cfg.agree)
     crop_of = dict(zip(cands.index[cands["cand"] >= 0], crops))
-    kinds = DEGRADATIONS + tuple(k for k in EXTRA_DEGRADATIONS if k in cfg.extra_degradations)
+    kinds = damage_kinds(cfg.extra_degradations)
     rows = []
     for n, i in enumerate(cands.index[chosen]):
         r = cands.loc[i]
@@ -241,9 +240,7 @@ def build_photo_set(
     if labels_path.is_file() and cfg_file.is_file():
         log(f"reusing {labels_path}")
         return labels_path
-    unknown = set(cfg.extra_degradations) - set(EXTRA_DEGRADATIONS)
-    if unknown:
-        raise ValueError(f"photos.extra_degradations: unknown {sorted(unknown)}")
+    damage_kinds(cfg.extra_degradations)  # an unknown kind stops the build before it starts
     (out / "crops").mkdir(parents=True, exist_ok=True)
     (out / "people").mkdir(exist_ok=True)
     cfg_file.write_text(cfg_json)

@@ -30,8 +30,8 @@ from face_iqa.faces.recognizer import DlibRecognizer
 from face_iqa.images import image_files, load_image
 from face_iqa.learn.degrade import (
     DEGRADATIONS,
-    EXTRA_DEGRADATIONS,
     apply_degradation,
+    damage_kinds,
     describe,
     sample_degradation,
 )
@@ -219,14 +219,9 @@ def build_synthetic_set(
 ) -> Path:
     """Build (or reuse, when ``labels.parquet`` exists for the same config) the synthetic
     set under ``out_dir``; returns the path of ``labels.parquet``."""
-    unknown = set(cfg.extra_degradations) - set(EXTRA_DEGRADATIONS)
-    if unknown:
-        raise ValueError(
-            f"extra_degradations: unknown {sorted(unknown)} (known: {list(EXTRA_DEGRADATIONS)})"
-        )
+    kinds = damage_kinds(cfg.extra_degradations)
     if cfg.variants < 0 or (cfg.photo_variants is not None and cfg.photo_variants < 0):
         raise ValueError(f"variants {cfg.variants}, photo_variants {cfg.photo_variants}: need >= 0")
-    kinds = DEGRADATIONS + tuple(k for k in EXTRA_DEGRADATIONS if k in cfg.extra_degradations)
     out = Path(out_dir)
     labels_path = out / "labels.parquet"
     cfg_json = json.dumps(_cfg_dict(cfg), sort_keys=True)
