@@ -186,15 +186,18 @@ def _describe_person(
 
 
 def label_photo_faces(
-    faces: pd.DataFrame, fmr: float, softness: float
+    faces: pd.DataFrame, fmr: float, softness: float, threshold: float | None = None
 ) -> tuple[pd.DataFrame, float]:
     """``score`` (0-100) and ``match`` for every row of ``faces`` (``identity``, ``face_id``,
     ``variant``, ``descriptor``): each crop against the undamaged faces of its person in
-    other photos, at the threshold of ``fmr`` over the undamaged faces of everyone. Rows of
-    a person with one photo get NaN. Returns the table and the threshold."""
+    other photos, at the threshold of ``fmr`` over the undamaged faces of everyone (or the
+    ``threshold`` given). Rows of a person with one photo get NaN. Returns the table and the
+    threshold."""
     clean = faces[faces["variant"] == 0]
-    desc = np.stack(clean["descriptor"].to_numpy())
-    t = impostor_threshold(desc, clean["identity"].to_numpy(), fmr)
+    t = threshold
+    if t is None:
+        desc = np.stack(clean["descriptor"].to_numpy())
+        t = impostor_threshold(desc, clean["identity"].to_numpy(), fmr)
     by_person = {
         p: (g["face_id"].to_numpy(), np.stack(g["descriptor"].to_numpy()))
         for p, g in clean.groupby("identity", sort=False)

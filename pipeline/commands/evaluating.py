@@ -178,20 +178,17 @@ def _eval_identity_photos(args: argparse.Namespace, out: Path, scorers: dict) ->
 
 
 def _photo_labels(faces, threshold: float, softness: float = 0.05):
-    """The training's label (:mod:`face_iqa.learn.photos`) of every acquired face, here on
-    the evaluated people: the smooth share of its genuine comparisons won at ``threshold``."""
+    """The training's label (:func:`face_iqa.learn.photos.label_photo_faces`) of every
+    acquired face, here on the evaluated people at ``threshold``; NaN elsewhere."""
     import numpy as np
 
-    from face_iqa.learn.photos import match_share
+    from face_iqa.learn.photos import label_photo_faces
 
+    ok = faces[faces["ok"]]
+    rows = ok[["identity", "descriptor"]].assign(face_id=ok.index, variant=0)
+    labelled, _ = label_photo_faces(rows, 0.0, softness, threshold=threshold)
     label = np.full(len(faces), np.nan)
-    ok = faces.index[faces["ok"]]
-    for _, g in faces.loc[ok].groupby("identity", sort=False):
-        d = np.stack(g["descriptor"].to_numpy())
-        for k, i in enumerate(g.index):
-            label[faces.index.get_loc(i)] = 100 * match_share(
-                d[k], np.delete(d, k, axis=0), threshold, softness
-            )
+    label[faces.index.get_indexer(ok.index)] = labelled["score"].to_numpy()
     return label
 
 
