@@ -134,6 +134,32 @@ def test_build_photo_set_on_real_photos_holds_people_out_and_resumes(tmp_path, d
     with pytest.raises(ValueError, match="other settings"):
         build_photo_set(PhotoSetConfig(identities=str(csv), holdout=("celeba:2",)), out)
 
+    # resolution ladders of the larger faces: the set's own face found again in its photo
+    from face_iqa.images import load_image
+    from face_iqa.learn.data import ladder_table
+    from face_iqa.learn.photos import build_photo_ladders
+
+    big = clean[clean["face_size"] >= 60]
+    assert len(big) >= 3
+    lad = pd.read_parquet(
+        build_photo_ladders(out / "labels.parquet", labels, 4, 60, logs.append, detector)
+    )
+    assert set(lad["face_id"]) <= set(big["face_id"]) and lad["face_id"].nunique() >= 3
+    for fid, g in lad.groupby("face_id"):
+        g = g.sort_values("rung")
+        assert len(g) == 4 and g["scale"].iloc[0] == 1.0
+        assert (np.diff(g["scale"]) < 0).all() and (np.diff(g["zoom"]) > 0).all()
+        own = load_image(out / big.loc[big["face_id"] == fid, "path"].iloc[0]).astype(float)
+        top = load_image(out / g["path"].iloc[0]).astype(float)
+        assert np.abs(own - top).mean() < 2.0  # the set's crop, rendered at scale 1
+    assert not any("reusing" in m for m in logs[-3:])
+    build_photo_ladders(out / "labels.parquet", labels, 4, 60, logs.append, detector)
+    assert "reusing" in logs[-1]
+    tab = ladder_table(
+        [str(tmp_path / "none" / "labels.parquet"), str(out / "labels.parquet")], big
+    )
+    assert len(tab) == len(lad) and all(Path(p).is_file() for p in tab["path"])
+
 
 @pytest.mark.slow
 def test_footage_takes_the_person_not_the_printed_skull(tmp_path, detector):

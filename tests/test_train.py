@@ -556,3 +556,40 @@ def test_ladder_loss_trains_larger_captures_to_score_higher(tmp_path):
     assert all(0.0 <= h["train_ladder_ordered"] <= 1.0 for h in hist)
     assert not any("train_ladder" in h for h in hist0)
     assert with_ladder >= 0.8 and with_ladder > without + 0.15, (with_ladder, without)
+
+
+def test_row_weights_set_how_often_each_part_is_drawn():
+    """photos_weight / footage_weight / nonface_weight against a synthetic row's 1: an
+    epoch draws len(train) rows in those proportions; all 1 keeps the plain shuffle."""
+    import torch
+
+    from face_iqa.learn.data import make_loader
+
+    t = pd.DataFrame(
+        {
+            "part": ["synthetic"] * 40 + ["photos"] * 40 + ["footage"] * 15 + ["footage"] * 5,
+            "degradation": ["clean"] * 95 + ["nonface"] * 5,
+        }
+    )
+    assert DataConfig().row_weights(t) is None
+    w = DataConfig(photos_weight=3.0, nonface_weight=4.0).row_weights(t)
+    assert list(np.unique(w)) == [1.0, 3.0, 4.0] and (w[-5:] == 4.0).all()
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(t)
+
+        def __getitem__(self, i):
+            return i
+
+    drawn = np.concatenate(
+        [b.numpy() for s in range(20) for b in make_loader(Rows(), 10, True, 0, s, w)]
+    )
+    assert len(drawn) == 20 * len(t)
+    share = pd.Series(t["part"].to_numpy()[drawn]).value_counts(normalize=True)
+    want = {"synthetic": 40 / 195, "photos": 120 / 195, "footage": (15 + 5 * 4) / 195}
+    assert all(abs(share[k] - v) < 0.03 for k, v in want.items()), share
+    plain = np.concatenate([b.numpy() for b in make_loader(Rows(), 10, True, 0, 0)])
+    assert sorted(plain) == list(range(len(t)))
+    with pytest.raises(ValueError, match="nonface_weight"):
+        DataConfig(nonface_weight=0.0)

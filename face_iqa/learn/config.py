@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
+
 from face_iqa.learn.degrade import DEGRADATIONS
 from face_iqa.learn.footage import FootageConfig
 from face_iqa.learn.photos import PhotoSetConfig
@@ -132,6 +135,14 @@ class DataConfig:
         on their own (``photos_val_fraction`` of them to val; the held-out people are never
         read). ``photos_sets``: only the photos of these sets (empty: all), the set built
         once for all of them.
+    photos_ladder_rungs: when above 0, the train photo faces of at least
+        ``photos_ladder_min_face`` pixels also get a resolution ladder of this many rungs
+        (:func:`face_iqa.learn.photos.build_photo_ladders`), ordered by ``ladder`` beside the
+        synthetic set's: large real faces, which the synthetic set has few of.
+    photos_weight / footage_weight / nonface_weight: how often a train row of the photo set,
+        of the footage set, or a non-face (label 0) is drawn, against a synthetic row's 1:
+        an epoch draws as many rows as the train split has, with replacement, by these
+        weights (all 1: each row once, shuffled).
     """
 
     labels: str | None = None
@@ -144,9 +155,35 @@ class DataConfig:
     photos_dir: str = "runs/photo_data"
     photos_val_fraction: float = 0.1
     photos_sets: tuple[str, ...] = ()
+    photos_ladder_rungs: int = 0
+    photos_ladder_min_face: float = 160.0
+    photos_weight: float = 1.0
+    footage_weight: float = 1.0
+    nonface_weight: float = 1.0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        weights = (self.photos_weight, self.footage_weight, self.nonface_weight)
+        if min(weights) <= 0 or self.photos_ladder_rungs < 0 or self.photos_ladder_rungs == 1:
+            raise ValueError(
+                f"data: photos_weight, footage_weight and nonface_weight > 0 (got {weights}) "
+                f"and photos_ladder_rungs 0 or >= 2 (got {self.photos_ladder_rungs}) expected"
+            )
+
+    def row_weights(self, table: pd.DataFrame) -> np.ndarray | None:
+        """Each row's draw weight (see the attributes), from its ``part`` and
+        ``degradation``; None when every weight is 1."""
+        if self.photos_weight == self.footage_weight == self.nonface_weight == 1.0:
+            return None
+        part = table["part"].to_numpy()
+        w = np.ones(len(table))
+        w[part == "photos"] = self.photos_weight
+        w[part == "footage"] = self.footage_weight
+        if "degradation" in table.columns:
+            w[(table["degradation"] == "nonface").to_numpy()] = self.nonface_weight
+        return w
 
 
 @dataclass(frozen=True)

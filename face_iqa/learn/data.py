@@ -17,7 +17,7 @@ from face_iqa.learn.config import AugmentConfig, LadderConfig, RankConfig, Train
 from face_iqa.learn.degrade import KNOWN_DEGRADATIONS, apply_degradation
 from face_iqa.learn.footage import build_footage_set
 from face_iqa.learn.label_sets import assign_splits, load_labelled
-from face_iqa.learn.photos import build_photo_set
+from face_iqa.learn.photos import build_photo_ladders, build_photo_set
 from face_iqa.learn.synthetic import build_synthetic_set
 
 __all__ = [
@@ -242,27 +242,47 @@ class LadderPairs(Dataset):
         )
 
 
-def ladder_table(labels: str, train_faces: pd.DataFrame) -> pd.DataFrame:
-    """The rungs of the train split's faces, from the ``ladders.parquet`` beside ``labels``."""
-    path = Path(labels).parent / "ladders.parquet"
-    if not path.is_file():
+def ladder_table(labels, train_faces: pd.DataFrame) -> pd.DataFrame:
+    """The rungs of the train split's faces, from the ``ladders.parquet`` beside ``labels``
+    (one labels path, or several: each set's ladders that exist)."""
+    paths = [
+        Path(p).parent / "ladders.parquet"
+        for p in ([labels] if isinstance(labels, (str, Path)) else labels)
+    ]
+    found = [p for p in paths if p.is_file()]
+    if not found:
         raise ValueError(
-            f"ladder.weight > 0 needs {path}: build the synthetic set with "
-            "data.synthetic.ladder_rungs > 0"
+            f"ladder.weight > 0 needs {paths[0]}: build the synthetic set with "
+            "data.synthetic.ladder_rungs > 0 (or the photos with data.photos_ladder_rungs > 0)"
         )
-    t = pd.read_parquet(path)
     keep = set(train_faces["face_id"]) if "face_id" in train_faces.columns else set()
-    t = t[t["face_id"].isin(keep)].copy()
-    t["path"] = [str(path.parent / q) for q in t["path"]]
-    return t
+    parts = []
+    for path in found:
+        t = pd.read_parquet(path)
+        t = t[t["face_id"].isin(keep)].copy()
+        t["path"] = [str(path.parent / q) for q in t["path"]]
+        parts.append(t)
+    return pd.concat(parts, ignore_index=True)
 
 
-def make_loader(ds: Dataset, bs: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
+def make_loader(
+    ds: Dataset, bs: int, shuffle: bool, workers: int, seed: int, weights=None
+) -> DataLoader:
+    """Batches of ``ds``; with ``weights`` (one per item) ``len(ds)`` items drawn with
+    replacement in proportion to them, else each item once (shuffled or in order)."""
     g = torch.Generator().manual_seed(seed)
+    sampler = None
+    if weights is not None:
+        from torch.utils.data import WeightedRandomSampler
+
+        sampler = WeightedRandomSampler(
+            torch.as_tensor(weights, dtype=torch.double), len(ds), replacement=True, generator=g
+        )
     return DataLoader(
         ds,
         batch_size=bs,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         generator=g,
         drop_last=False,
@@ -284,12 +304,14 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         table = assign_splits(
             ls.table, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
         )
+        table["part"] = "labels" if cfg.data.synthetic is None else "synthetic"
     footage = None
     if cfg.data.footage is not None:
         footage = build_footage_set(cfg.data.footage, cfg.data.footage_dir, log)
         ft = pd.read_parquet(footage)
         ft["path"] = [str(footage.parent / q) for q in ft["path"]]
         ft = assign_splits(ft, cfg.data.footage_val_fraction, 0.0, cfg.data.split_seed)
+        ft["part"] = "footage"
         table = ft if table is None else pd.concat([table, ft], ignore_index=True)
     photos = None
     if cfg.data.photos is not None:
@@ -299,9 +321,19 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         if cfg.data.photos_sets:
             pt = pt[pt["set"].isin(cfg.data.photos_sets)].reset_index(drop=True)
         pt = assign_splits(pt, cfg.data.photos_val_fraction, 0.0, cfg.data.split_seed)
+        pt["part"] = "photos"
+        if cfg.data.photos_ladder_rungs:
+            build_photo_ladders(
+                photos,
+                pt[pt["split"] == "train"],
+                cfg.data.photos_ladder_rungs,
+                cfg.data.photos_ladder_min_face,
+                log,
+            )
         table = pt if table is None else pd.concat([table, pt], ignore_index=True)
     info = {
         "labels": str(next(p for p in (labels, footage, photos) if p is not None)),
+        "label_files": [str(p) for p in (labels, footage, photos) if p is not None],
         "footage": None if footage is None else str(footage),
         "photos": None if photos is None else str(photos),
         "score_min": lo,

@@ -141,6 +141,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     train_tab = table[table["split"] == "train"]
     steps = math.ceil(len(train_tab) / cfg.batch_size)  # per epoch
     train_ds = FaceDataset(train_tab, size, card.mean, card.std, cfg.augment, cfg.seed)
+    train_weights = cfg.data.row_weights(train_tab)
+    if train_weights is not None:
+        share = train_tab.assign(w=train_weights).groupby("part")["w"].sum()
+        log(f"train draws by part: {(share / share.sum()).round(3).to_dict()}")
     val_ds = FaceDataset(table[table["split"] == "val"], size, card.mean, card.std, None, 0)
     rank_ds = None
     if cfg.rank.weight > 0:
@@ -149,7 +153,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         )  # the bases repeated as needed
     ladder_ds = None
     if cfg.ladder.weight > 0:
-        lad = ladder_table(info["labels"], train_tab)
+        lad = ladder_table(info["label_files"], train_tab)
         ladder_ds = LadderPairs(
             lad, size, card.mean, card.std, cfg.ladder, cfg.seed, steps * cfg.ladder.pairs
         )
@@ -176,7 +180,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         _set_lr(opt, cfg, epoch)
         train_ds.epoch = epoch
         model.train()
-        loader = make_loader(train_ds, cfg.batch_size, True, cfg.workers, cfg.seed + epoch)
+        loader = make_loader(
+            train_ds, cfg.batch_size, True, cfg.workers, cfg.seed + epoch, train_weights
+        )
         t0, losses, rank_losses, ordered = time.perf_counter(), [], [], []
         ladder_losses, ladder_ordered = [], []
         rank_it = ladder_it = None

@@ -39,22 +39,27 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from face_iqa.faces.align import align_face, matrix_zoom
 from face_iqa.faces.photo_sets import (
     acquire_faces,
     choose_faces,
     impostor_threshold,
+    pad_tight,
     read_identity_photos,
 )
+from face_iqa.images import load_image
 from face_iqa.learn.degrade import (
     apply_degradation,
     damage_kinds,
     describe,
     sample_degradation,
 )
+from face_iqa.learn.synthetic import face_region, render_at_scale
 
 __all__ = [
     "PHOTO_FACE_ID_OFFSET",
     "PhotoSetConfig",
+    "build_photo_ladders",
     "build_photo_set",
     "heldout_people",
     "match_share",
@@ -302,3 +307,94 @@ def build_photo_set(
         f"copies, threshold {t:.3f} at FMR {cfg.fmr:g}; median label {info['median_score']:.1f}"
     )
     return labels_path
+
+
+def build_photo_ladders(
+    labels: Path,
+    train_faces: pd.DataFrame,
+    rungs: int,
+    min_face: float,
+    log: Callable[[str], None] = print,
+    detector=None,
+    seed: int = 1,
+) -> Path:
+    """Resolution ladders of the large real faces (``ladders.parquet`` and ``ladders/``
+    beside ``labels``, the laddered set's layout): each undamaged train face of at least
+    ``min_face`` pixels, found again in its photo, rendered as captured at ``rungs - 1``
+    smaller sizes (half log-uniform in 0.45-0.8 of its size, where a 1080p photo becomes a
+    720p one, the rest down to a 20 px face) beside its own size, as :func:`face_iqa.learn.synthetic.render_at_scale` renders the synthetic ladders.
+    The synthetic set's large faces are few (its photos); a real photo reduced from 1080 to
+    720 lines loses detail that recognition labels do not see, and the ladder says so.
+    Reused while ``ladders.json`` names the same faces and settings."""
+    out = Path(labels).parent
+    faces = train_faces[
+        (train_faces["variant"] == 0) & (train_faces["face_size"] >= min_face)
+    ].sort_values("face_id")
+    spec = json.dumps(
+        {"rungs": rungs, "min_face": min_face, "seed": seed, "faces": faces["face_id"].tolist()}
+    )
+    path, spec_file = out / "ladders.parquet", out / "ladders.json"
+    if path.is_file() and spec_file.is_file() and spec_file.read_text() == spec:
+        log(f"reusing {path}")
+        return path
+    if detector is None:
+        from face_iqa.faces.detect import DetectorConfig, build_detector
+
+        detector = build_detector(DetectorConfig(device="cpu", max_side=1280))
+    (out / "ladders").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, r in enumerate(faces.itertuples(index=False)):
+        try:
+            img = pad_tight(load_image(r.source))
+        except Exception as e:  # noqa: BLE001 - a photo gone since the set was built
+            log(f"photo ladders: {r.source}: skipped ({e})")
+            continue
+        det = detector.detect([img])[0]
+        if not len(det):
+            continue
+        sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+        k = int(np.argmin(np.abs(sides - r.face_size)))
+        if abs(sides[k] - r.face_size) > 0.02 * r.face_size:
+            continue  # not the face the set chose
+        lm = np.asarray(det.landmarks[k], np.float64)
+        _, m = align_face(img, lm, 224)
+        region, region_lm = face_region(img, lm, m, 224)
+        rng = np.random.default_rng([seed, int(r.face_id)])
+        lo = min(max(20.0 / r.face_size, 0.05), 0.4)
+        near = (rungs - 1 + 1) // 2  # half the rungs near the face's own size
+        scales = [1.0] + sorted(
+            np.exp(
+                np.r_[
+                    rng.uniform(np.log(0.45), np.log(0.8), near),
+                    rng.uniform(np.log(lo), np.log(0.45), rungs - 1 - near),
+                ]
+            ).tolist(),
+            reverse=True,
+        )
+        for j, sc in enumerate(scales):
+            crop, mk = render_at_scale(region, region_lm, sc, 224)
+            rel = f"ladders/{int(r.face_id):07d}_{j:02d}.png"
+            cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            rows.append(
+                {
+                    "path": rel,
+                    "face_id": int(r.face_id),
+                    "rung": j,
+                    "scale": float(sc),
+                    "face_size": float(r.face_size * sc),
+                    "zoom": matrix_zoom(mk),
+                    "identity": r.identity,
+                    "source": r.source,
+                }
+            )
+        if (n + 1) % 100 == 0:
+            log(f"photo ladders: {n + 1} of {len(faces)} faces")
+    table = pd.DataFrame(rows)
+    tmp = path.with_suffix(".tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    spec_file.write_text(spec)
+    log(
+        f"photo ladders: {table['face_id'].nunique() if len(table) else 0} faces, {len(table)} crops"
+    )
+    return path
