@@ -53,7 +53,7 @@ def build(
         for f in t.loc[t["identity"] == i, "file"]:
             dst = data / i / Path(f).name
             shutil.copy(photos_csv.parent / f, dst)
-            rows.append({"path": dst, "identity": i, "truth": "clean", "origin": i})
+            rows.append({"path": dst, "identity": i, "truth": "clean", "origin": i, "file": f})
     truth = pd.DataFrame(rows)
     n = len(truth)
     # each person keeps its first 3 photos untouched, so its majority stays
@@ -83,7 +83,13 @@ def build(
         dst = r.path.with_name(f"{r.path.stem}_copy.jpg")
         cv2.imwrite(str(dst), img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 91))])
         extra.append(
-            {"path": dst, "identity": r.identity, "truth": "duplicate", "origin": str(r.path)}
+            {
+                "path": dst,
+                "identity": r.identity,
+                "truth": "duplicate",
+                "origin": str(r.path),
+                "file": "",
+            }
         )
     for j in bad:
         r = truth.loc[j]
@@ -102,6 +108,23 @@ def build(
     truth = pd.concat([truth, pd.DataFrame(extra)], ignore_index=True)
     truth["path"] = truth["path"].astype(str)
     return data, truth
+
+
+def duplicate_pairs(truth: pd.DataFrame, known: pd.DataFrame | None) -> list[tuple[str, str]]:
+    """The pairs a duplicate finder should find: each injected copy with its original, and
+    each pair of ``known`` (``a``, ``b``: files of the photo set that are already
+    near-duplicates of each other, checked by eye) whose two photos are both in the folder
+    untouched (neither moved nor damaged)."""
+    dup = truth[truth["truth"] == "duplicate"]
+    pairs = list(zip(dup["origin"], dup["path"]))
+    if known is not None and "file" in truth.columns:
+        clean = truth[truth["truth"] == "clean"].set_index("file")["path"]
+        pairs += [
+            (clean[a], clean[b])
+            for a, b in zip(known["a"], known["b"])
+            if a in clean and b in clean
+        ]
+    return pairs
 
 
 def scores(
@@ -241,6 +264,12 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=Path("runs/clean_bench"))
     ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument(
+        "--source-duplicates",
+        default=str(Path(__file__).with_name("source_duplicates.csv")),
+        help="pairs of the photo set's files (a, b) that are near-duplicates already, checked "
+        "by eye: counted as duplicates to find ('' to count the injected copies only)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data, truth = build(
@@ -249,8 +278,10 @@ def main() -> None:
     truth.to_csv(args.out / "truth.csv", index=False)
     paths = list(truth["path"])
     gt = truth.set_index("path")["truth"]
-    dup = truth[truth["truth"] == "duplicate"]
-    pairs = list(zip(dup["origin"], dup["path"]))
+    known = pd.read_csv(args.source_duplicates) if args.source_duplicates else None
+    pairs = duplicate_pairs(truth, known)
+    injected = duplicate_pairs(truth, None)
+    print(f"duplicate pairs: {len(injected)} injected, {len(pairs) - len(injected)} in the source")
     from pipeline.graph import RayConfig, init_ray
 
     init_ray(RayConfig())  # started before the clocks
@@ -265,13 +296,29 @@ def main() -> None:
         pred.reindex(paths).fillna("clean"), g, pairs
     )
     results["faceiqa run (no identities)"] = scores(pred0.reindex(paths).fillna("clean"), g, pairs)
+    peer_preds = {}
     if not args.skip_peers:
-        results["cleanvision 0.3.7"] = scores(cleanvision_pred(paths), g, pairs)
-        results["imagededup 0.3.3 PHash"] = scores(imagededup_pred(data, paths), g, pairs)
-        results["dlib distance to the folder's mean > 0.6"] = scores(
-            baseline_wrong(paths), g, pairs
-        )
+        peer_preds = {
+            "cleanvision 0.3.7": cleanvision_pred(paths),
+            "imagededup 0.3.3 PHash": imagededup_pred(data, paths),
+            "dlib distance to the folder's mean > 0.6": baseline_wrong(paths),
+        }
+        for k, v in peer_preds.items():
+            results[k] = scores(v, g, pairs)
     md = table(results)
+    preds = {"faceiqa run --identity-from parent": pred, "faceiqa run (no identities)": pred0}
+    if not args.skip_peers:
+        preds.update(peer_preds)
+    pd.DataFrame({k: v.reindex(paths).fillna("clean") for k, v in preds.items()}).rename_axis(
+        "path"
+    ).to_csv(args.out / "predictions.csv")
+    inj = {
+        k: scores(v.reindex(paths).fillna("clean"), g, injected)["duplicate"]
+        for k, v in preds.items()
+    }
+    md += "\n\nduplicates against the injected copies alone (P / R): " + ", ".join(
+        f"{k} {v['precision']:.2f} / {v['recall']:.2f}" for k, v in inj.items() if v["flagged"]
+    )
     print(md)
     print("wall seconds:", {k: round(v, 1) for k, v in timing.items()})
     (args.out / "results.md").write_text(md + "\n")

@@ -32,3 +32,40 @@ def test_pipeline_bench_runs_on_cpu(ray_local, capsys):
     assert "variant0_marginal_fps" in res and "fixed start" in out and "for 4 frames" in out
     assert out.count("same face count on 2/2 frames") == 2  # CPU parity is exact
     assert "'align_s'" in out and "ratio" in out and "'fps_after_first'" in out
+
+
+def test_clean_bench_counts_the_sources_own_duplicates():
+    """The cleaning benchmark's duplicates to find: each injected copy with its original, and
+    each listed pair of the photo set's own near-duplicates whose two photos stayed
+    untouched; a flag on such a pair is a found pair, not a false one."""
+    import pandas as pd
+
+    from bench.clean_bench import duplicate_pairs, scores
+
+    truth = pd.DataFrame(
+        {
+            "path": [
+                "d/p/a.jpg",
+                "d/p/b.jpg",
+                "d/p/c.jpg",
+                "d/q/moved_e.jpg",
+                "d/q/f.jpg",
+                "d/p/c_copy.jpg",
+            ],
+            "truth": ["clean", "clean", "clean", "wrong", "clean", "duplicate"],
+            "origin": ["p", "p", "p", "p", "q", "d/p/c.jpg"],
+            "file": ["s/a.jpg", "s/b.jpg", "s/c.jpg", "s/e.jpg", "s/f.jpg", ""],
+        }
+    )
+    known = pd.DataFrame(
+        {"a": ["s/a.jpg", "s/e.jpg", "s/x.jpg"], "b": ["s/b.jpg", "s/f.jpg", "s/a.jpg"]}
+    )
+    assert duplicate_pairs(truth, None) == [("d/p/c.jpg", "d/p/c_copy.jpg")]
+    pairs = duplicate_pairs(truth, known)  # e was moved away: its pair no longer counts
+    assert pairs == [("d/p/c.jpg", "d/p/c_copy.jpg"), ("d/p/a.jpg", "d/p/b.jpg")]
+    pred = pd.Series(
+        ["clean", "duplicate", "clean", "clean", "clean", "duplicate"], index=truth["path"]
+    )
+    g = truth.set_index("path")["truth"]
+    assert scores(pred, g, pairs)["duplicate"]["precision"] == 1.0
+    assert scores(pred, g, duplicate_pairs(truth, None))["duplicate"]["precision"] == 0.5
