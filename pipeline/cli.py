@@ -146,6 +146,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--clips", metavar="FILE", help="CSV: file, person (one person a video clip)")
     e.add_argument(
+        "--levels",
+        nargs="+",
+        type=float,
+        default=[10.0, 20.0, 35.0, 50.0, 70.0],
+        metavar="Q",
+        help="the min_quality levels of thresholds.csv (photos; default 10 20 35 50 70)",
+    )
+    e.add_argument(
         "--degraded",
         action="store_true",
         help="with --identities: each photo plus 10 degraded copies (blur, noise, JPEG, "

@@ -304,6 +304,13 @@ def test_render_at_scale_keeps_the_face_where_alignment_puts_it():
         assert matrix_zoom(m) == pytest.approx(matrix_zoom(m_full) / s, rel=0.01)
     with pytest.raises(ValueError, match="scale"):
         render_at_scale(frame, lm, 1.5, 224)
+    # saved as a JPEG at its size: the same place, the blocks of a low quality on it
+    colour = cv2.resize(rng.integers(0, 256, (100, 125, 3), np.uint8), (1000, 800))
+    plain = render_at_scale(colour, lm, 0.5, 224)[0].astype(float)
+    good, m_good = render_at_scale(colour, lm, 0.5, 224, jpeg_quality=95)
+    poor = render_at_scale(colour, lm, 0.5, 224, jpeg_quality=10)[0]
+    assert np.allclose(m_good, render_at_scale(colour, lm, 0.5, 224)[1])
+    assert 0 < np.abs(good - plain).mean() < np.abs(poor - plain).mean()
 
 
 @pytest.mark.slow

@@ -130,7 +130,12 @@ def edc_run(tmp_path_factory):
     )
     photos.to_csv(d / "photos.csv", index=False)
     args = ["eval-recognition", "--identities", str(d / "photos.csv"), "--degraded"]
+    args += ["--levels", "20", "35", "60"]
     assert main([*args, "--out", str(d / "edc"), "--device", "cpu"]) == 0
+    # what each min_quality level keeps, at the levels asked for (0: no rule)
+    kept = pd.read_csv(d / "edc" / "thresholds.csv")
+    assert list(kept["min_quality"]) == [0, 20, 35, 60]
+    assert kept["faces_kept"].iloc[0] == 1.0 and kept["faces_kept"].is_monotonic_decreasing
     # --degraded: each photo and its 10 copies, named by the photo's row
     copies = sorted((d / "edc" / "degraded").glob("*.png"))
     assert len(copies) == 11 * len(photos)

@@ -559,8 +559,8 @@ def test_ladder_loss_trains_larger_captures_to_score_higher(tmp_path):
 
 
 def test_row_weights_set_how_often_each_part_is_drawn():
-    """photos_weight / footage_weight / nonface_weight against a synthetic row's 1: an
-    epoch draws len(train) rows in those proportions; all 1 keeps the plain shuffle."""
+    """synthetic_weight / photos_weight / footage_weight / nonface_weight: an epoch draws
+    len(train) rows in those proportions; all 1 keeps the plain shuffle."""
     import torch
 
     from face_iqa.learn.data import make_loader
@@ -574,6 +574,8 @@ def test_row_weights_set_how_often_each_part_is_drawn():
     assert DataConfig().row_weights(t) is None
     w = DataConfig(photos_weight=3.0, nonface_weight=4.0).row_weights(t)
     assert list(np.unique(w)) == [1.0, 3.0, 4.0] and (w[-5:] == 4.0).all()
+    half = DataConfig(synthetic_weight=0.5).row_weights(t)
+    assert (half[:40] == 0.5).all() and (half[40:] == 1.0).all()
 
     class Rows(torch.utils.data.Dataset):
         def __len__(self):

@@ -330,10 +330,12 @@ def evaluate_photos(
     recognizer,
     fmr: float = 1e-3,
     threshold: float | None = None,
+    levels: Sequence[float] = (10.0, 20.0, 35.0, 50.0, 70.0),
 ) -> PhotoEvaluation:
     """The EDC of every measure on photos: ``scorers`` (``{column: scorer}``, the model under
     test first) and the simple :data:`MEASURES`, over ``pairs`` (``a, b, same``) of
-    ``paths``. ``threshold`` (a descriptor distance) is set from ``fmr`` when ``None``."""
+    ``paths``. ``threshold`` (a descriptor distance) is set from ``fmr`` when ``None``;
+    ``levels``: the ``min_quality`` levels of the threshold table."""
     measures = (*MEASURES, *list(scorers)[1:])
     faces = describe_faces(paths, detector, scorers, recognizer)
     table, t = edc_table(faces, pairs, fmr=fmr, threshold=threshold, measures=measures)
@@ -342,5 +344,5 @@ def evaluate_photos(
     pair_quality = pd.DataFrame(
         {m: np.minimum(f.loc[g["a"], m].to_numpy(), f.loc[g["b"], m].to_numpy()) for m in measures}
     )
-    levels = threshold_table(faces, pairs, t)
-    return PhotoEvaluation(faces, pairs, measures, table, t, pair_quality, levels)
+    kept = threshold_table(faces, pairs, t, levels)
+    return PhotoEvaluation(faces, pairs, measures, table, t, pair_quality, kept)

@@ -139,10 +139,12 @@ class DataConfig:
         ``photos_ladder_min_face`` pixels also get a resolution ladder of this many rungs
         (:func:`face_iqa.learn.photos.build_photo_ladders`), ordered by ``ladder`` beside the
         synthetic set's: large real faces, which the synthetic set has few of.
-    photos_weight / footage_weight / nonface_weight: how often a train row of the photo set,
-        of the footage set, or a non-face (label 0) is drawn, against a synthetic row's 1:
-        an epoch draws as many rows as the train split has, with replacement, by these
-        weights (all 1: each row once, shuffled).
+        ``photos_ladder_jpeg`` (lowest, highest quality; empty: none): each rung saved as a
+        JPEG of a quality in that range, as each size of a photo is a file of its own.
+    synthetic_weight / photos_weight / footage_weight / nonface_weight: how often a train
+        row of the synthetic (or ``labels``) set, of the photo set, of the footage set, or a
+        non-face (label 0) is drawn: an epoch draws as many rows as the train split has,
+        with replacement, in proportion to these weights (all 1: each row once, shuffled).
     """
 
     labels: str | None = None
@@ -157,6 +159,8 @@ class DataConfig:
     photos_sets: tuple[str, ...] = ()
     photos_ladder_rungs: int = 0
     photos_ladder_min_face: float = 160.0
+    photos_ladder_jpeg: tuple[int, ...] = ()
+    synthetic_weight: float = 1.0
     photos_weight: float = 1.0
     footage_weight: float = 1.0
     nonface_weight: float = 1.0
@@ -165,20 +169,35 @@ class DataConfig:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        weights = (self.photos_weight, self.footage_weight, self.nonface_weight)
+        weights = (
+            self.synthetic_weight,
+            self.photos_weight,
+            self.footage_weight,
+            self.nonface_weight,
+        )
+        jpeg = self.photos_ladder_jpeg
+        if jpeg and not (len(jpeg) == 2 and 1 <= jpeg[0] <= jpeg[1] <= 100):
+            raise ValueError(f"data.photos_ladder_jpeg: [lowest, highest] in 1-100, got {jpeg}")
         if min(weights) <= 0 or self.photos_ladder_rungs < 0 or self.photos_ladder_rungs == 1:
             raise ValueError(
-                f"data: photos_weight, footage_weight and nonface_weight > 0 (got {weights}) "
+                f"data: synthetic_weight, photos_weight, footage_weight and nonface_weight > 0 "
+                f"(got {weights}) "
                 f"and photos_ladder_rungs 0 or >= 2 (got {self.photos_ladder_rungs}) expected"
             )
 
     def row_weights(self, table: pd.DataFrame) -> np.ndarray | None:
         """Each row's draw weight (see the attributes), from its ``part`` and
         ``degradation``; None when every weight is 1."""
-        if self.photos_weight == self.footage_weight == self.nonface_weight == 1.0:
+        if (
+            self.synthetic_weight
+            == self.photos_weight
+            == self.footage_weight
+            == self.nonface_weight
+            == 1.0
+        ):
             return None
         part = table["part"].to_numpy()
-        w = np.ones(len(table))
+        w = np.full(len(table), self.synthetic_weight)
         w[part == "photos"] = self.photos_weight
         w[part == "footage"] = self.footage_weight
         if "degradation" in table.columns:

@@ -329,6 +329,7 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
                 cfg.data.photos_ladder_rungs,
                 cfg.data.photos_ladder_min_face,
                 log,
+                jpeg=tuple(cfg.data.photos_ladder_jpeg) or None,
             )
         table = pt if table is None else pd.concat([table, pt], ignore_index=True)
     info = {

@@ -317,21 +317,31 @@ def build_photo_ladders(
     log: Callable[[str], None] = print,
     detector=None,
     seed: int = 1,
+    jpeg: tuple[int, int] | None = None,
 ) -> Path:
     """Resolution ladders of the large real faces (``ladders.parquet`` and ``ladders/``
     beside ``labels``, the laddered set's layout): each undamaged train face of at least
     ``min_face`` pixels, found again in its photo, rendered as captured at ``rungs - 1``
     smaller sizes (half log-uniform in 0.45-0.8 of its size, where a 1080p photo becomes a
-    720p one, the rest down to a 20 px face) beside its own size, as :func:`face_iqa.learn.synthetic.render_at_scale` renders the synthetic ladders.
-    The synthetic set's large faces are few (its photos); a real photo reduced from 1080 to
-    720 lines loses detail that recognition labels do not see, and the ladder says so.
+    720p one, the rest down to a 20 px face) beside its own size, as
+    :func:`face_iqa.learn.synthetic.render_at_scale` renders the synthetic ladders; with
+    ``jpeg`` (lowest, highest quality) each rung, the full size too, is saved as a JPEG of a
+    quality drawn in that range before alignment, as each size of a photo is a file of its
+    own. The synthetic set's large faces are few (its photos); a real photo reduced from 1080
+    to 720 lines loses detail that recognition labels do not see, and the ladder says so.
     Reused while ``ladders.json`` names the same faces and settings."""
     out = Path(labels).parent
     faces = train_faces[
         (train_faces["variant"] == 0) & (train_faces["face_size"] >= min_face)
     ].sort_values("face_id")
     spec = json.dumps(
-        {"rungs": rungs, "min_face": min_face, "seed": seed, "faces": faces["face_id"].tolist()}
+        {
+            "rungs": rungs,
+            "min_face": min_face,
+            "seed": seed,
+            "jpeg": None if jpeg is None else list(jpeg),
+            "faces": faces["face_id"].tolist(),
+        }
     )
     path, spec_file = out / "ladders.parquet", out / "ladders.json"
     if path.is_file() and spec_file.is_file() and spec_file.read_text() == spec:
@@ -372,7 +382,8 @@ def build_photo_ladders(
             reverse=True,
         )
         for j, sc in enumerate(scales):
-            crop, mk = render_at_scale(region, region_lm, sc, 224)
+            q = None if jpeg is None else int(rng.integers(jpeg[0], jpeg[1] + 1))
+            crop, mk = render_at_scale(region, region_lm, sc, 224, q)
             rel = f"ladders/{int(r.face_id):07d}_{j:02d}.png"
             cv2.imwrite(str(out / rel), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             rows.append(

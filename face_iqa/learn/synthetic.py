@@ -324,13 +324,19 @@ def _to_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 def render_at_scale(
-    frame: np.ndarray, landmarks: np.ndarray, scale: float, size: int
+    frame: np.ndarray,
+    landmarks: np.ndarray,
+    scale: float,
+    size: int,
+    jpeg_quality: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The aligned crop of a face as if ``frame`` had been captured with ``scale`` times its
     pixels per side: the frame reduced with an antialiased Lanczos filter (as image tools
     and the alignment itself reduce; ``scale`` 1: as it is), the landmarks moved with it
-    (pixel centres), then :func:`face_iqa.faces.align.align_face`. Returns ``(crop, matrix)``
-    like ``align_face``, the matrix from the reduced frame."""
+    (pixel centres), saved as a JPEG of ``jpeg_quality`` when given (each capture a file of
+    its own size, as a photo's 720p and 1080p versions are), then
+    :func:`face_iqa.faces.align.align_face`. Returns ``(crop, matrix)`` like ``align_face``,
+    the matrix from the reduced frame."""
     if not 0 < scale <= 1:
         raise ValueError(f"render_at_scale: scale must be in (0, 1], got {scale}")
     lm = np.asarray(landmarks, np.float64)
@@ -339,6 +345,11 @@ def render_at_scale(
         nw, nh = max(2, round(w * scale)), max(2, round(h * scale))
         frame = reduce_lanczos(frame, (nw, nh))
         lm = (lm + 0.5) * [nw / w, nh / h] - 0.5
+    if jpeg_quality is not None:
+        ok, buf = cv2.imencode(
+            ".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+        )
+        frame = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
     return align_face(frame, lm, size)
 
 

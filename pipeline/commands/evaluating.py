@@ -67,7 +67,7 @@ def eval_recognition(args: argparse.Namespace) -> int:
         paths = list(dict.fromkeys([*pairs["a"], *pairs["b"]]))
     detector = build_detector(DetectorConfig(device=args.device, max_side=1280))
     ev = evaluate_photos(
-        paths, pairs, detector, scorers, DlibRecognizer(), args.fmr, args.threshold
+        paths, pairs, detector, scorers, DlibRecognizer(), args.fmr, args.threshold, args.levels
     )
     faces, table = ev.faces, ev.edc
     table.to_csv(out / "edc.csv", index=False)
@@ -145,7 +145,7 @@ def _eval_identity_photos(args: argparse.Namespace, out: Path, scorers: dict) ->
     ev.identities.to_csv(out / "identities.csv", index=False)
     ev.best_photo.to_csv(out / "best_photo.csv", index=False)
     plot_edc(pooled, out / "edc.png", title=f"EDC (photos, pooled) at FMR {args.fmr:g}")
-    levels = threshold_table(faces, ev.pairs, ev.thresholds["pooled"])
+    levels = threshold_table(faces, ev.pairs, ev.thresholds["pooled"], args.levels)
     levels.to_csv(out / "thresholds.csv", index=False)
     for r in ev.acquired.itertuples():
         print(
