@@ -69,3 +69,20 @@ def test_clean_bench_counts_the_sources_own_duplicates():
     g = truth.set_index("path")["truth"]
     assert scores(pred, g, pairs)["duplicate"]["precision"] == 1.0
     assert scores(pred, g, duplicate_pairs(truth, None))["duplicate"]["precision"] == 0.5
+
+
+def test_ladder_jitter_moves_the_alignment_only_when_asked(detector):
+    """bench.ladder_jitter: the first crop is the face as detected; jitter 0 repeats it,
+    a jitter of 2 % of the face moves every draw."""
+    import numpy as np
+
+    from bench.ladder_jitter import jittered_crops
+    from face_iqa.images import load_image
+
+    img = load_image(shared_path("images", "obama-480p.jpg"))
+    still = jittered_crops(img, detector, 0.0, 3, seed=0)
+    moved = jittered_crops(img, detector, 0.02, 3, seed=0)
+    assert still.shape == moved.shape == (4, 224, 224, 3)
+    assert all(np.array_equal(still[0], c) for c in still[1:])
+    assert np.array_equal(moved[0], still[0])
+    assert all(np.abs(c.astype(float) - moved[0]).mean() > 1.0 for c in moved[1:])
