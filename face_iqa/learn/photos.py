@@ -47,7 +47,7 @@ from face_iqa.faces.photo_sets import (
     pad_tight,
     read_identity_photos,
 )
-from face_iqa.images import load_image
+from face_iqa.images import ImageError, load_image
 from face_iqa.learn.degrade import (
     apply_degradation,
     damage_kinds,
@@ -356,8 +356,8 @@ def build_photo_ladders(
     for n, r in enumerate(faces.itertuples(index=False)):
         try:
             img = pad_tight(load_image(r.source))
-        except Exception as e:  # noqa: BLE001 - a photo gone since the set was built
-            log(f"photo ladders: {r.source}: skipped ({e})")
+        except ImageError as e:  # a photo gone or broken since the set was built
+            log(f"photo ladders: skipped ({e})")
             continue
         det = detector.detect([img])[0]
         if not len(det):
@@ -371,7 +371,7 @@ def build_photo_ladders(
         region, region_lm = face_region(img, lm, m, 224)
         rng = np.random.default_rng([seed, int(r.face_id)])
         lo = min(max(20.0 / r.face_size, 0.05), 0.4)
-        near = (rungs - 1 + 1) // 2  # half the rungs near the face's own size
+        near = rungs // 2  # half the smaller rungs (rounded up) near the face's own size
         scales = [1.0] + sorted(
             np.exp(
                 np.r_[
