@@ -145,6 +145,10 @@ class DataConfig:
         row of the synthetic (or ``labels``) set, of the photo set, of the footage set, or a
         non-face (label 0) is drawn: an epoch draws as many rows as the train split has,
         with replacement, in proportion to these weights (all 1: each row once, shuffled).
+    prints: when above 0, this many drawn face-like graphics (skulls, smileys, cartoons,
+        blobs: :mod:`face_iqa.learn.prints`) are added under ``prints_dir`` as non-faces
+        (label 0), drawn ``prints_weight`` times as often as a synthetic row (a tenth of
+        them in val).
     """
 
     labels: str | None = None
@@ -164,6 +168,9 @@ class DataConfig:
     photos_weight: float = 1.0
     footage_weight: float = 1.0
     nonface_weight: float = 1.0
+    prints: int = 0
+    prints_dir: str = "runs/prints"
+    prints_weight: float = 1.0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0
@@ -174,14 +181,20 @@ class DataConfig:
             self.photos_weight,
             self.footage_weight,
             self.nonface_weight,
+            self.prints_weight,
         )
         jpeg = self.photos_ladder_jpeg
         if jpeg and not (len(jpeg) == 2 and 1 <= jpeg[0] <= jpeg[1] <= 100):
             raise ValueError(f"data.photos_ladder_jpeg: [lowest, highest] in 1-100, got {jpeg}")
-        if min(weights) <= 0 or self.photos_ladder_rungs < 0 or self.photos_ladder_rungs == 1:
+        if (
+            min(weights) <= 0
+            or self.photos_ladder_rungs < 0
+            or self.photos_ladder_rungs == 1
+            or self.prints < 0
+        ):
             raise ValueError(
-                f"data: synthetic_weight, photos_weight, footage_weight and nonface_weight > 0 "
-                f"(got {weights}) "
+                f"data: synthetic_weight, photos_weight, footage_weight, nonface_weight and "
+                f"prints_weight > 0 (got {weights}), prints >= 0 (got {self.prints}) "
                 f"and photos_ladder_rungs 0 or >= 2 (got {self.photos_ladder_rungs}) expected"
             )
 
@@ -193,6 +206,7 @@ class DataConfig:
             == self.photos_weight
             == self.footage_weight
             == self.nonface_weight
+            == self.prints_weight
             == 1.0
         ):
             return None
@@ -202,6 +216,7 @@ class DataConfig:
         w[part == "footage"] = self.footage_weight
         if "degradation" in table.columns:
             w[(table["degradation"] == "nonface").to_numpy()] = self.nonface_weight
+        w[part == "prints"] = self.prints_weight
         return w
 
 

@@ -18,6 +18,7 @@ from face_iqa.learn.degrade import KNOWN_DEGRADATIONS, apply_degradation
 from face_iqa.learn.footage import build_footage_set
 from face_iqa.learn.label_sets import assign_splits, load_labelled
 from face_iqa.learn.photos import build_photo_ladders, build_photo_set
+from face_iqa.learn.prints import build_print_set
 from face_iqa.learn.synthetic import build_synthetic_set
 
 __all__ = [
@@ -136,8 +137,11 @@ class RankPairs(Dataset):
 
     @staticmethod
     def bases(table: pd.DataFrame, rank: RankConfig) -> list[str]:
-        """The crops pairs are made from (see ``RankConfig.base_min_face_size``)."""
+        """The crops pairs are made from (see ``RankConfig.base_min_face_size``); never a
+        non-face (label 0: it has no quality to lose)."""
         t = table
+        if "degradation" in t.columns:
+            t = t[t["degradation"] != "nonface"]
         if rank.base_min_face_size > 0 and {"degradation", "face_size"} <= set(t.columns):
             t = t[(t["degradation"] == "clean") & (t["face_size"] >= rank.base_min_face_size)]
             if t.empty:
@@ -332,9 +336,20 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
                 jpeg=tuple(cfg.data.photos_ladder_jpeg) or None,
             )
         table = pt if table is None else pd.concat([table, pt], ignore_index=True)
+    prints = None
+    if cfg.data.prints:
+        prints = build_print_set(cfg.data.prints, cfg.data.prints_dir, cfg.seed, log=log)
+        pr = pd.read_parquet(prints)
+        pr["path"] = [str(prints.parent / q) for q in pr["path"]]
+        pr["split"] = np.where(pr.index % 10 == 9, "val", "train")
+        pr["part"] = "prints"
+        if table is None:
+            raise ValueError("train: data.prints are non-faces to add to a set of faces")
+        table = pd.concat([table, pr], ignore_index=True)
+    files = (labels, footage, photos, prints)
     info = {
-        "labels": str(next(p for p in (labels, footage, photos) if p is not None)),
-        "label_files": [str(p) for p in (labels, footage, photos) if p is not None],
+        "labels": str(next(p for p in files if p is not None)),
+        "label_files": [str(p) for p in files if p is not None],
         "footage": None if footage is None else str(footage),
         "photos": None if photos is None else str(photos),
         "score_min": lo,
