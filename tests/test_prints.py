@@ -61,9 +61,7 @@ def test_training_adds_prints_as_non_faces_with_their_own_weight(tmp_path):
     """data.prints: the drawn non-faces join the table (part ``prints``, label 0, a tenth
     in val), drawn ``prints_weight`` times as often as a synthetic row, and never the base
     of a ranked pair."""
-    rows = [
-        {"path": f"f{i}.png", "score": float(i), "identity": f"p{i % 5}"} for i in range(20)
-    ]
+    rows = [{"path": f"f{i}.png", "score": float(i), "identity": f"p{i % 5}"} for i in range(20)]
     pd.DataFrame(rows).to_csv(tmp_path / "l.csv", index=False)
     data = DataConfig(
         labels=str(tmp_path / "l.csv"),

@@ -338,13 +338,13 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         table = pt if table is None else pd.concat([table, pt], ignore_index=True)
     prints = None
     if cfg.data.prints:
+        if table is None:
+            raise ValueError("train: data.prints are non-faces to add to a set of faces")
         prints = build_print_set(cfg.data.prints, cfg.data.prints_dir, cfg.seed, log=log)
         pr = pd.read_parquet(prints)
         pr["path"] = [str(prints.parent / q) for q in pr["path"]]
         pr["split"] = np.where(pr.index % 10 == 9, "val", "train")
         pr["part"] = "prints"
-        if table is None:
-            raise ValueError("train: data.prints are non-faces to add to a set of faces")
         table = pd.concat([table, pr], ignore_index=True)
     files = (labels, footage, photos, prints)
     info = {

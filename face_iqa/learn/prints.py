@@ -10,8 +10,8 @@ be (blurred, reduced, JPEG-compressed). Every one is labelled 0.
 
 Kinds: ``skull`` (a pale head with dark eye sockets, nose hole and teeth), ``smiley``
 (a disc with dot eyes and an arc mouth), ``cartoon`` (an outlined face with eyes, brows,
-nose and mouth) and ``blobs`` (three or four dark shapes where eyes and mouth would be, as
-on a socket, a bag or a bark); half of them with lettering above, as shirts have.
+nose and mouth) and ``blobs`` (three or four shapes where eyes and mouth would be, as on a
+socket, a bag or a bark); half of them with lettering above, as shirts have.
 """
 
 from __future__ import annotations
@@ -76,8 +76,14 @@ def draw_print(kind: str, rng: np.random.Generator, size: int = 224) -> np.ndarr
         cv2.ellipse(img, (mouth[0], mouth[1]), (r(48), r(30)), 0, 0, 360, fill, -1)
         for e in (le, re):
             cv2.ellipse(img, e, (r(22), r(19)), rng.uniform(-20, 20), 0, 360, ink, -1)
-        tri = np.array([[nose[0], nose[1] - r(14)], [nose[0] - r(10), nose[1] + r(10)],
-                        [nose[0] + r(10), nose[1] + r(10)]], np.int32)
+        tri = np.array(
+            [
+                [nose[0], nose[1] - r(14)],
+                [nose[0] - r(10), nose[1] + r(10)],
+                [nose[0] + r(10), nose[1] + r(10)],
+            ],
+            np.int32,
+        )
         cv2.fillPoly(img, [tri], ink)
         x0, x1 = ml[0] - r(6), mr[0] + r(6)
         cv2.rectangle(img, (x0, mouth[1] - r(10)), (x1, mouth[1] + r(12)), ink, lw)
@@ -122,7 +128,13 @@ def capture(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ph = rng.uniform(0, 2 * np.pi, 2)
     mx = xx + amp * np.sin(2 * np.pi * yy / per + ph[0])
     my = yy + amp * np.sin(2 * np.pi * xx / per + ph[1])
-    out = cv2.remap(img, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    out = cv2.remap(
+        img,
+        mx.astype(np.float32),
+        my.astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )
     g = rng.uniform(-1, 1, 2) * rng.uniform(0, 0.4)
     light = 1.0 + g[0] * (xx / size - 0.5) + g[1] * (yy / size - 0.5)
     out = np.clip(out * (light[..., None] * rng.uniform(0.6, 1.1)), 0, 255).astype(np.uint8)
