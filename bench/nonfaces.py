@@ -2,7 +2,9 @@
 clips and multi-person videos, for checking by eye.
 
 In a one-person clip every detection of a sampled frame is compared with the clip's robust
-centre (the person); one farther than ``--distance`` is a candidate. In a multi-person video
+centre (the person); one farther than ``--distance`` is a candidate, and so is every
+detection of a frame but the one nearest the person (a printed skull can come within the
+distance: the recogniser is not made for non-faces). In a multi-person video
 a detection is a candidate when it matches no detection of any other sampled frame (a real
 person is seen again; a flicker on the background is not) or when MTCNN is unsure of it.
 Candidates go to ``candidates.csv`` (source, frame_index, box, det_prob, distance) and to a
@@ -10,8 +12,9 @@ contact sheet ``sheet.png`` (numbered as the rows), so a person can confirm each
 
 ``--check FIXTURE`` instead scores the confirmed ones (``source, frame_index, x0, y0, x1,
 y1, what``; sources relative to ``--data``) beside the real faces of the same source: in a
-clip the faces within ``--distance`` of the clip's person, in a video every face the
-recogniser finds again in another sampled frame (a real person is seen again).
+clip the detection of each frame nearest the clip's person, when within ``--distance``; in
+a video every face the recogniser finds again in another sampled frame (a real person is
+seen again).
 
     python -m bench.nonfaces --clips CLIPS.csv [MORE.csv] --videos V.mp4 ... --out DIR
     python -m bench.nonfaces --check tests/fixtures/nonfaces.csv --data DATA [--checkpoint CKPT]
@@ -60,6 +63,10 @@ def mine(clips: list[str], videos: list[str], min_gap: int, distance: float, log
             centre, _ = robust_centre(desc)
             dist = np.linalg.norm(desc - centre, axis=1)
             cand = dist > distance
+            frame = faces["frame_index"].to_numpy()
+            for fi in np.unique(frame):  # a frame's second detection is not the person
+                idx = np.flatnonzero(frame == fi)
+                cand[idx[idx != idx[int(np.argmin(dist[idx]))]]] = True
         else:
             frame = faces["frame_index"].to_numpy()
             d = np.linalg.norm(desc[:, None] - desc[None], axis=2)
@@ -112,7 +119,12 @@ def check(fixture, data, scorer, detector, recognizer, min_gap=5, distance=0.7) 
         if source.startswith("clips/"):
             ok = np.isfinite(desc).all(axis=1)
             centre, _ = robust_centre(desc[ok])
-            kind[np.linalg.norm(desc - centre, axis=1) <= distance] = "face"
+            dist = np.nan_to_num(np.linalg.norm(desc - centre, axis=1), nan=np.inf)
+            for fi in np.unique(frame):  # one person: at most one of a frame's detections
+                idx = np.flatnonzero(frame == fi)
+                best = idx[int(np.argmin(dist[idx]))]
+                if dist[best] <= distance:
+                    kind[best] = "face"
         else:
             d = np.linalg.norm(desc[:, None] - desc[None], axis=2)
             d[frame[:, None] == frame[None]] = np.inf

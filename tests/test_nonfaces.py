@@ -36,4 +36,8 @@ def test_every_listed_false_detection_is_found_beside_its_sources_real_faces(tmp
     assert set(t["source"]) == set(listed["source"])
     for source, g in t.groupby("source"):
         assert (g["kind"] == "face").sum() >= 10, source
+        # one person a clip: a frame holds at most one of its faces, and every other
+        # detection of the clip is listed (none is left unjudged as "other")
+        assert g[g["kind"] == "face"]["frame_index"].is_unique, source
+        assert (g["kind"] != "other").all(), g[g["kind"] == "other"]
     assert np.isfinite(t["score"]).all()
