@@ -149,6 +149,11 @@ class DataConfig:
         blobs: :mod:`face_iqa.learn.prints`) are added under ``prints_dir`` as non-faces
         (label 0), drawn ``prints_weight`` times as often as a synthetic row (a tenth of
         them in val).
+    context: when above 0, at most this many off-face crops around the footage set's faces
+        (chest, hands, prints worn on the cloth, shoulders, background:
+        :mod:`face_iqa.learn.context`) are added under ``context_dir`` as non-faces (label
+        0), each split with its clip's person and drawn ``context_weight`` times as often as
+        a synthetic row. Needs ``footage``.
     """
 
     labels: str | None = None
@@ -171,6 +176,9 @@ class DataConfig:
     prints: int = 0
     prints_dir: str = "runs/prints"
     prints_weight: float = 1.0
+    context: int = 0
+    context_dir: str = "runs/context"
+    context_weight: float = 1.0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0
@@ -182,6 +190,7 @@ class DataConfig:
             self.footage_weight,
             self.nonface_weight,
             self.prints_weight,
+            self.context_weight,
         )
         jpeg = self.photos_ladder_jpeg
         if jpeg and not (len(jpeg) == 2 and 1 <= jpeg[0] <= jpeg[1] <= 100):
@@ -191,10 +200,12 @@ class DataConfig:
             or self.photos_ladder_rungs < 0
             or self.photos_ladder_rungs == 1
             or self.prints < 0
+            or self.context < 0
         ):
             raise ValueError(
-                f"data: synthetic_weight, photos_weight, footage_weight, nonface_weight and "
-                f"prints_weight > 0 (got {weights}), prints >= 0 (got {self.prints}) "
+                f"data: synthetic_weight, photos_weight, footage_weight, nonface_weight, "
+                f"prints_weight and context_weight > 0 (got {weights}), prints >= 0 (got "
+                f"{self.prints}), context >= 0 (got {self.context}) "
                 f"and photos_ladder_rungs 0 or >= 2 (got {self.photos_ladder_rungs}) expected"
             )
 
@@ -207,6 +218,7 @@ class DataConfig:
             == self.footage_weight
             == self.nonface_weight
             == self.prints_weight
+            == self.context_weight
             == 1.0
         ):
             return None
@@ -217,6 +229,7 @@ class DataConfig:
         if "degradation" in table.columns:
             w[(table["degradation"] == "nonface").to_numpy()] = self.nonface_weight
         w[part == "prints"] = self.prints_weight
+        w[part == "context"] = self.context_weight
         return w
 
 

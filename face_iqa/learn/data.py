@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from face_iqa.images import load_image
 from face_iqa.learn.config import AugmentConfig, LadderConfig, RankConfig, TrainConfig
+from face_iqa.learn.context import build_context_set
 from face_iqa.learn.degrade import KNOWN_DEGRADATIONS, apply_degradation
 from face_iqa.learn.footage import build_footage_set
 from face_iqa.learn.label_sets import assign_splits, load_labelled
@@ -346,7 +347,23 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         pr["split"] = np.where(pr.index % 10 == 9, "val", "train")
         pr["part"] = "prints"
         table = pd.concat([table, pr], ignore_index=True)
-    files = (labels, footage, photos, prints)
+    context = None
+    if cfg.data.context:
+        if footage is None:
+            raise ValueError(
+                "train: data.context takes the surroundings of data.footage's faces; "
+                "set data.footage"
+            )
+        context = build_context_set(
+            footage, cfg.data.context, cfg.data.context_dir, cfg.seed, log=log
+        )
+        cx = pd.read_parquet(context)
+        cx["path"] = [str(context.parent / q) for q in cx["path"]]
+        person_split = ft.drop_duplicates("identity").set_index("identity")["split"]
+        cx["split"] = cx["identity"].map(person_split).fillna("train")
+        cx["part"] = "context"
+        table = pd.concat([table, cx], ignore_index=True)
+    files = (labels, footage, photos, prints, context)
     info = {
         "labels": str(next(p for p in files if p is not None)),
         "label_files": [str(p) for p in files if p is not None],
