@@ -184,7 +184,11 @@ def _parser() -> argparse.ArgumentParser:
         "to the person's other photos is at most this (0.7); else a failure to acquire",
     )
     e.add_argument(
-        "--bootstrap", type=int, default=200, help="resamples of the people for the pAUC (200)"
+        "--bootstrap",
+        type=int,
+        default=200,
+        help="resamples of the people (with --degraded: of the source photos) for the pAUC "
+        "(200; 0: none)",
     )
     e.add_argument(
         "--min-gap", type=int, default=10, help="video faces sampled this many frames apart (10)"

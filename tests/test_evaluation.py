@@ -147,6 +147,10 @@ def edc_run(tmp_path_factory):
     )
     ids.to_csv(d / "identities.csv", index=False)
     assert set(pd.read_parquet(d / "edc" / "faces.parquet")["path"]) == set(ids["path"])
+    # the pAUC in 200 resamples of the source photos (each with its copies)
+    boot = pd.read_csv(d / "edc" / "bootstrap.csv")
+    assert len(boot) == 200 and {"hyperiqa", "sharpness", "random"} <= set(boot.columns)
+    assert boot["hyperiqa"].std() > 0 and (boot >= 0).all().all()
     return d / "edc"
 
 

@@ -116,6 +116,29 @@ def test_bootstrap_prefers_a_measure_that_orders_the_failures():
     assert len(boot) == 50 and (boot["good"] < boot["noise"]).mean() > 0.95
 
 
+def test_bootstrap_over_photos_counts_a_pair_across_two_photos_by_both_draws():
+    """``by="photo"``: two copies of photo 0 agree, the copy of photo 1 fails against both.
+    A resample without photo 1 has no failing pair; one without photo 0 has no pair at all
+    (a pair across photos needs both drawn), so half the resamples of two photos score 0
+    (counting the cross pairs by photo 0's draws alone would give a quarter)."""
+    d = np.zeros((3, 4))
+    d[2, 0] = 5.0  # photo 1's copy, far from photo 0's two
+    faces = pd.DataFrame(
+        {
+            "path": ["a", "b", "c"],
+            "identity": "p",
+            "photo": [0, 0, 1],
+            "descriptor": list(d),
+            "q": [1.0, 2.0, 3.0],
+        }
+    ).set_index("path", drop=False)
+    pairs = genuine_pairs(faces.reset_index(drop=True))
+    boot = bootstrap_pauc(faces, pairs, threshold=1.0, measures=["q"], n=400, by="photo")
+    zero = float((boot["q"] == 0).mean())
+    assert 0.4 < zero < 0.6, zero
+    assert (boot["q"] > 0).any()
+
+
 def test_read_identity_photos_takes_the_file_column(tmp_path):
     (tmp_path / "ids.csv").write_text("file,identity,set\na/1.jpg,x,celeba\n")
     t = read_identity_photos(tmp_path / "ids.csv")

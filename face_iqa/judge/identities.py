@@ -88,17 +88,23 @@ def bootstrap_pauc(
     n: int = 200,
     seed: int = 0,
     upto: float = 0.3,
+    by: str = "identity",
 ) -> pd.DataFrame:
-    """pAUC (0 to ``upto`` discarded) of each measure in ``n`` resamples of the identities
-    (drawn with replacement, each bringing all its genuine pairs): one row per resample,
-    one column per measure. ``faces`` indexed by ``path`` with ``identity``, ``descriptor``
-    and the measures; ``pairs`` the genuine pairs."""
-    ids = faces.loc[pairs["a"], "identity"].to_numpy()
-    uniq, codes = np.unique(ids, return_inverse=True)
+    """pAUC (0 to ``upto`` discarded) of each measure in ``n`` resamples of the groups
+    ``faces[by]`` (drawn with replacement): one row per resample, one column per measure.
+    A pair within one group counts once per draw of it (a person drawn twice brings all its
+    genuine pairs twice); a pair across two groups drawn ``k`` and ``l`` times counts ``k *
+    l`` times (``by`` a source photo whose damaged copies are compared with the person's
+    other photos). ``faces`` indexed by ``path`` with ``by``, ``descriptor`` and the
+    measures; ``pairs`` the genuine pairs."""
+    ga = faces.loc[pairs["a"], by].to_numpy()
+    gb = faces.loc[pairs["b"], by].to_numpy()
+    uniq, codes = np.unique(np.concatenate([ga, gb]), return_inverse=True)
+    ca, cb = codes[: len(ga)], codes[len(ga) :]
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(uniq), (n, len(uniq)))
     counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in draws]).astype(float)
-    w = counts[:, codes]
+    w = np.where(ca == cb, counts[:, ca], counts[:, ca] * counts[:, cb])
     da = np.stack(faces.loc[pairs["a"], "descriptor"].to_numpy())
     db = np.stack(faces.loc[pairs["b"], "descriptor"].to_numpy())
     fail = np.linalg.norm(da - db, axis=1) > threshold

@@ -246,7 +246,8 @@ def build_degraded_set(
     photos: Sequence[tuple[str | Path, str]], out_dir: str | Path
 ) -> pd.DataFrame:
     """Each photo plus degraded copies (blur, noise, JPEG, downscale, under/over exposure,
-    two strengths each), written to ``out_dir``; returns ``path, identity``."""
+    two strengths each), written to ``out_dir``; returns ``path, identity, photo`` (the
+    source photo's index, shared by its copies)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -273,7 +274,7 @@ def build_degraded_set(
         for name, arr in copies.items():
             p = out / f"{i:03d}_{name}.png"
             cv2.imwrite(str(p), cv2.cvtColor(arr, cv2.COLOR_RGB2BGR))
-            rows.append({"path": str(p), "identity": identity})
+            rows.append({"path": str(p), "identity": identity, "photo": i})
     return pd.DataFrame(rows)
 
 
