@@ -112,11 +112,10 @@ def build_context_set(
     """At most ``n`` off-face crops (see the module): up to 3 around each clean face of a
     footage set (``labels.parquet`` of :func:`face_iqa.learn.footage.build_footage_set`:
     ``source``, ``frame_index``, ``identity``), then ``n`` of them drawn at random, under
-    ``out_dir``: ``crops/``
-    and ``labels.parquet`` (``path, score`` 0, ``identity`` the clip's person, so a split by
-    person keeps them beside that person's faces, ``source`` ``context:torso|side|print``,
-    ``face_id``, ``variant`` 0, ``degradation`` ``nonface``). Reused when ``out_dir`` holds
-    a set built with the same arguments."""
+    ``out_dir``: ``crops/`` and ``labels.parquet`` (``path, score`` 0, ``identity`` the
+    clip's person, so a split by person keeps them beside that person's faces, ``source``
+    ``context:torso|side|print``, ``face_id``, ``variant`` 0, ``degradation``
+    ``nonface``). Reused when ``out_dir`` holds a set built with the same arguments."""
     from face_iqa.faces.detect import DetectorConfig, build_detector
 
     out = Path(out_dir)
