@@ -28,6 +28,7 @@ __all__ = [
     "PHOTO_MEASURES",
     "IdentityEvaluation",
     "acquire_faces",
+    "beats_share",
     "bootstrap_pauc",
     "choose_faces",
     "evaluate_identities",
@@ -119,6 +120,12 @@ def bootstrap_pauc(
     return pd.DataFrame(out)
 
 
+def beats_share(boot: pd.DataFrame, model: str, others: Sequence[str]) -> float:
+    """Share of the resamples of :func:`bootstrap_pauc` in which ``model``'s pAUC is below
+    every one of ``others``."""
+    return float((boot[model].to_numpy() < boot[list(others)].min(axis=1).to_numpy()).mean())
+
+
 @dataclass
 class IdentityEvaluation:
     """What :func:`evaluate_identities` finds, per set and pooled (``set`` ``pooled``):
@@ -207,9 +214,7 @@ def evaluate_identities(
                 "threshold": t,
             }
             if boot is not None and m == model and others:
-                row["beats_best_other"] = float(
-                    (boot[m].to_numpy() < boot[others].min(axis=1).to_numpy()).mean()
-                )
+                row["beats_best_other"] = beats_share(boot, m, others)
             paucs.append(row)
         it = identity_table(f, pairs, t)
         it.insert(0, "set", s)

@@ -32,6 +32,7 @@ __all__ = [
     "MEASURES",
     "PhotoEvaluation",
     "build_degraded_set",
+    "described_genuine",
     "describe_faces",
     "edc_table",
     "evaluate_photos",
@@ -156,6 +157,16 @@ def edc_table(
     return pd.DataFrame(table), threshold
 
 
+def described_genuine(
+    faces: pd.DataFrame, pairs: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The described faces (``ok``, indexed by ``path``) and the genuine pairs of two of
+    them."""
+    f = faces[faces["ok"]].set_index("path")
+    g = pairs[pairs["same"].astype(bool) & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
+    return f, g
+
+
 def threshold_table(
     faces: pd.DataFrame,
     pairs: pd.DataFrame,
@@ -172,8 +183,7 @@ def threshold_table(
     Columns: ``rule`` (``min_quality`` unless told), ``faces_kept``,
     ``genuine_pairs_kept``, ``fnmr`` (NaN where no genuine pair is left).
     """
-    f = faces[faces["ok"]].set_index("path")
-    g = pairs[pairs["same"].astype(bool) & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
+    f, g = described_genuine(faces, pairs)
     dist = np.linalg.norm(
         np.stack(f.loc[g["a"], "descriptor"].to_numpy())
         - np.stack(f.loc[g["b"], "descriptor"].to_numpy()),
@@ -340,8 +350,7 @@ def evaluate_photos(
     measures = (*MEASURES, *list(scorers)[1:])
     faces = describe_faces(paths, detector, scorers, recognizer)
     table, t = edc_table(faces, pairs, fmr=fmr, threshold=threshold, measures=measures)
-    f = faces[faces["ok"]].set_index("path")
-    g = pairs[pairs["same"] & pairs["a"].isin(f.index) & pairs["b"].isin(f.index)]
+    f, g = described_genuine(faces, pairs)
     pair_quality = pd.DataFrame(
         {m: np.minimum(f.loc[g["a"], m].to_numpy(), f.loc[g["b"], m].to_numpy()) for m in measures}
     )

@@ -100,18 +100,16 @@ def _degraded_bootstrap(ev, ids, n: int, out: Path) -> float | None:
     """``--degraded``: the pAUC of every measure in ``n`` resamples of the source photos
     (each bringing its damaged copies; ``bootstrap.csv``) and the share where the model
     beats the best simple measure; None without resamples or pairs."""
-    from face_iqa.judge.identities import bootstrap_pauc
-    from face_iqa.judge.recognition import MEASURES
+    from face_iqa.judge.identities import beats_share, bootstrap_pauc
+    from face_iqa.judge.recognition import MEASURES, described_genuine
 
-    f = ev.faces[ev.faces["ok"]].set_index("path")
-    g = ev.pairs[ev.pairs["same"] & ev.pairs["a"].isin(f.index) & ev.pairs["b"].isin(f.index)]
+    f, g = described_genuine(ev.faces, ev.pairs)
     if not n or g.empty:
         return None
     f["photo"] = ids.set_index("path").loc[f.index, "photo"].to_numpy()
     boot = bootstrap_pauc(f, g, ev.threshold, ev.measures, n=n, by="photo")
     boot.to_csv(out / "bootstrap.csv", index=False)
-    model, simple = MEASURES[0], list(MEASURES[1:])
-    return float((boot[model].to_numpy() < boot[simple].min(axis=1).to_numpy()).mean())
+    return beats_share(boot, MEASURES[0], MEASURES[1:])
 
 
 def _eval_identity_photos(args: argparse.Namespace, out: Path, scorers: dict) -> int:
