@@ -238,6 +238,25 @@ def test_strong_jpeg_goes_below_the_default_range_and_is_opt_in(face):
         apply_degradation(face, _spec("jpeg_stronger", 0.5))
 
 
+def test_low_light_darkens_adds_noise_and_is_reproducible(face):
+    """``low_light``: the stronger, the darker and the noisier (the gain's grain left after
+    the camera's smoothing), the same pixels from the same spec, never drawn unless asked."""
+    from face_iqa.learn.degrade import DEGRADATIONS
+
+    outs = [apply_degradation(face, _spec("low_light", s)) for s in (0.1, 0.5, 0.9)]
+    means = [o.mean() for o in outs]
+    assert face.mean() > means[0] > means[1] > means[2] > 0.2 * face.mean(), means
+
+    def grain(img):  # what a 5x5 median does not keep, per unit of brightness
+        g = img.astype(np.float64)
+        return np.abs(g - cv2.medianBlur(img, 5).astype(np.float64)).mean() / g.mean()
+
+    assert grain(outs[2]) > grain(outs[0]) > 0
+    assert np.array_equal(outs[1], apply_degradation(face, _spec("low_light", 0.5)))
+    assert not np.array_equal(outs[1], apply_degradation(face, _spec("low_light", 0.5, seed=4)))
+    assert "low_light" not in DEGRADATIONS
+
+
 def test_synthetic_set_rejects_unknown_extra_degradations(tmp_path):
     from face_iqa.learn.synthetic import SyntheticConfig, build_synthetic_set
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,33 @@ def test_build_photo_set_on_real_photos_holds_people_out_and_resumes(tmp_path, d
         [str(tmp_path / "none" / "labels.parquet"), str(out / "labels.parquet")], big
     )
     assert len(tab) == len(lad) and all(Path(p).is_file() for p in tab["path"])
+
+    # copies of one kind, each labelled by its own matching against the person's other faces
+    from face_iqa.faces.recognizer import DlibRecognizer
+    from face_iqa.learn.photos import build_photo_copies
+
+    rec = DlibRecognizer()
+    cp_path = build_photo_copies(
+        out / "labels.parquet", "low_light", 2, tmp_path / "cp", 0, logs.append, rec
+    )
+    cp = pd.read_parquet(cp_path)
+    assert set(cp["variant"]) == {100, 101} and cp["degradation"].str.startswith("low_light@").all()
+    assert len(cp) == 2 * cp["face_id"].nunique() and cp["face_id"].nunique() >= 10
+    assert set(cp["face_id"]) <= set(clean["face_id"]) and cp["score"].between(0, 100).all()
+    people = pd.concat([pd.read_parquet(p) for p in sorted((out / "people").glob("*.parquet"))])
+    und = people[people["variant"] == 0]
+    info = json.loads((out / "info.json").read_text())
+    for r in cp.iloc[:3].itertuples():
+        own = und[und["face_id"] == r.face_id].iloc[0]
+        shape = rec.chip_shape(load_image(out / own["path"]))
+        d = rec.descriptor(load_image(tmp_path / "cp" / r.path), shape)
+        partners = und[(und["identity"] == r.identity) & (und["face_id"] != r.face_id)]
+        want = 100 * match_share(d, np.stack(partners["descriptor"]), info["threshold"], 0.05)
+        assert abs(r.score - want) < 1e-3, (r.score, want)
+    build_photo_copies(out / "labels.parquet", "low_light", 2, tmp_path / "cp", 0, logs.append, rec)
+    assert "reusing" in logs[-1]
+    with pytest.raises(ValueError, match="unknown kind"):
+        build_photo_copies(out / "labels.parquet", "low_lite", 1, tmp_path / "cq")
 
 
 @pytest.mark.slow

@@ -141,6 +141,11 @@ class DataConfig:
         synthetic set's: large real faces, which the synthetic set has few of.
         ``photos_ladder_jpeg`` (lowest, highest quality; empty: none): each rung saved as a
         JPEG of a quality in that range, as each size of a photo is a file of its own.
+    photos_copies: when above 0, each photo face also gets this many copies damaged by one
+        kind, ``photos_copies_kind`` (:func:`face_iqa.learn.photos.build_photo_copies`),
+        labelled by their own matching, under ``photos_copies_dir``; they follow their
+        person's split and are drawn as photo rows. For a kind the set's mixed damage
+        draws too rarely to teach (``low_light``).
     synthetic_weight / photos_weight / footage_weight / nonface_weight: how often a train
         row of the synthetic (or ``labels``) set, of the photo set, of the footage set, or a
         non-face (label 0) is drawn: an epoch draws as many rows as the train split has,
@@ -169,6 +174,9 @@ class DataConfig:
     photos_ladder_rungs: int = 0
     photos_ladder_min_face: float = 160.0
     photos_ladder_jpeg: tuple[int, ...] = ()
+    photos_copies: int = 0
+    photos_copies_kind: str = "low_light"
+    photos_copies_dir: str = "runs/photo_copies"
     synthetic_weight: float = 1.0
     photos_weight: float = 1.0
     footage_weight: float = 1.0
@@ -199,13 +207,15 @@ class DataConfig:
             min(weights) <= 0
             or self.photos_ladder_rungs < 0
             or self.photos_ladder_rungs == 1
+            or self.photos_copies < 0
             or self.prints < 0
             or self.context < 0
         ):
             raise ValueError(
                 f"data: synthetic_weight, photos_weight, footage_weight, nonface_weight, "
                 f"prints_weight and context_weight > 0 (got {weights}), prints >= 0 (got "
-                f"{self.prints}), context >= 0 (got {self.context}) "
+                f"{self.prints}), context >= 0 (got {self.context}), photos_copies >= 0 (got "
+                f"{self.photos_copies}) "
                 f"and photos_ladder_rungs 0 or >= 2 (got {self.photos_ladder_rungs}) expected"
             )
 

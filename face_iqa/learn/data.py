@@ -18,7 +18,7 @@ from face_iqa.learn.context import build_context_set
 from face_iqa.learn.degrade import KNOWN_DEGRADATIONS, apply_degradation
 from face_iqa.learn.footage import build_footage_set
 from face_iqa.learn.label_sets import assign_splits, load_labelled
-from face_iqa.learn.photos import build_photo_ladders, build_photo_set
+from face_iqa.learn.photos import build_photo_copies, build_photo_ladders, build_photo_set
 from face_iqa.learn.prints import build_print_set
 from face_iqa.learn.synthetic import build_synthetic_set
 
@@ -318,7 +318,7 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         ft = assign_splits(ft, cfg.data.footage_val_fraction, 0.0, cfg.data.split_seed)
         ft["part"] = "footage"
         table = ft if table is None else pd.concat([table, ft], ignore_index=True)
-    photos = None
+    photos = copies = None
     if cfg.data.photos is not None:
         photos = build_photo_set(cfg.data.photos, cfg.data.photos_dir, log)
         pt = pd.read_parquet(photos)
@@ -336,6 +336,22 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
                 log,
                 jpeg=tuple(cfg.data.photos_ladder_jpeg) or None,
             )
+        if cfg.data.photos_copies:
+            copies = build_photo_copies(
+                photos,
+                cfg.data.photos_copies_kind,
+                cfg.data.photos_copies,
+                cfg.data.photos_copies_dir,
+                cfg.data.photos.seed,
+                log,
+            )
+            cp = pd.read_parquet(copies)
+            cp["path"] = [str(copies.parent / q) for q in cp["path"]]
+            person_split = pt.drop_duplicates("identity").set_index("identity")["split"]
+            cp["split"] = cp["identity"].map(person_split)
+            cp = cp[cp["split"].notna()].reset_index(drop=True)  # people of photos_sets only
+            cp["part"] = "photos"
+            pt = pd.concat([pt, cp], ignore_index=True)
         table = pt if table is None else pd.concat([table, pt], ignore_index=True)
     prints = None
     if cfg.data.prints:
@@ -363,7 +379,7 @@ def resolve_data(cfg: TrainConfig, log: Callable[[str], None]) -> tuple[pd.DataF
         cx["split"] = cx["identity"].map(person_split).fillna("train")
         cx["part"] = "context"
         table = pd.concat([table, cx], ignore_index=True)
-    files = (labels, footage, photos, prints, context)
+    files = (labels, footage, photos, copies, prints, context)
     info = {
         "labels": str(next(p for p in files if p is not None)),
         "label_files": [str(p) for p in files if p is not None],

@@ -58,6 +58,10 @@ EXTRA_DEGRADATIONS = (
     # compressed photo or stream; ``jpeg`` reaches quality 5 only at its rarely drawn top
     # severity
     "jpeg_strong",
+    # a scene with too little light as a camera records it (a stage, a bar, a street at
+    # night): the frame darker, the gain's noise in every channel, the camera's noise
+    # reduction smoothing it, the stream's compression on top
+    "low_light",
 )
 
 # Every kind a spec may name (what :func:`apply_degradation` and kind lists are checked against)
@@ -92,6 +96,22 @@ def _transform(kind: str, s: float) -> A.BasicTransform:
     if kind == "jpeg_strong":
         q = int(round(20 - 18 * s))
         return A.ImageCompression(quality_range=(q, q), p=1.0)
+    if kind == "low_light":
+        return A.Compose(
+            [
+                A.MultiplicativeNoise(
+                    multiplier=(1.0 - 0.75 * s, 1.0 - 0.75 * s),
+                    per_channel=False,
+                    elementwise=False,
+                    p=1.0,
+                ),
+                A.GaussNoise(std_range=(0.01 + 0.07 * s, 0.01 + 0.07 * s), p=1.0),
+                A.GaussianBlur(blur_limit=0, sigma_limit=(0.3 + 0.6 * s, 0.3 + 0.6 * s), p=1.0),
+                A.ImageCompression(
+                    quality_range=(int(round(90 - 45 * s)), int(round(90 - 45 * s))), p=1.0
+                ),
+            ]
+        )
     if kind == "downscale":
         f = 0.9 - 0.82 * s
         return A.Downscale(

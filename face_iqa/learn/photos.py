@@ -49,6 +49,7 @@ from face_iqa.faces.photo_sets import (
 )
 from face_iqa.images import ImageError, load_image
 from face_iqa.learn.degrade import (
+    KNOWN_DEGRADATIONS,
     apply_degradation,
     damage_kinds,
     describe,
@@ -59,6 +60,7 @@ from face_iqa.learn.synthetic import face_region, render_at_scale
 __all__ = [
     "PHOTO_FACE_ID_OFFSET",
     "PhotoSetConfig",
+    "build_photo_copies",
     "build_photo_ladders",
     "build_photo_set",
     "heldout_people",
@@ -407,5 +409,95 @@ def build_photo_ladders(
     spec_file.write_text(spec)
     log(
         f"photo ladders: {table['face_id'].nunique() if len(table) else 0} faces, {len(table)} crops"
+    )
+    return path
+
+
+def build_photo_copies(
+    labels: str | os.PathLike[str],
+    kind: str,
+    copies: int,
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    recognizer=None,
+) -> Path:
+    """More damaged copies of a built photo set's faces, all of one ``kind`` (severities
+    drawn as :func:`face_iqa.learn.degrade.sample_degradation` draws them), each labelled
+    by its own matching as the set's ``degraded_copies`` are: against the person's
+    undamaged faces in other photos, at the set's threshold (``info.json``). For a kind the
+    set's mixed damage draws too rarely to teach, such as ``low_light``.
+
+    ``labels`` is the set's ``labels.parquet`` (its ``people/`` hold the descriptors);
+    writes ``crops/`` and ``labels.parquet`` (the set's columns, ``variant`` 100 and up)
+    under ``out_dir`` and returns that path; reused while ``copies.json`` matches."""
+    src = Path(labels).parent
+    out = Path(out_dir)
+    if kind not in KNOWN_DEGRADATIONS:
+        raise ValueError(f"photo copies: unknown kind {kind!r} (known: {KNOWN_DEGRADATIONS})")
+    spec_json = json.dumps(
+        {"labels": os.path.abspath(labels), "kind": kind, "copies": copies, "seed": seed}
+    )
+    path, spec_file = out / "labels.parquet", out / "copies.json"
+    if path.is_file() and spec_file.is_file() and spec_file.read_text() == spec_json:
+        log(f"reusing {path}")
+        return path
+    info = json.loads((src / "info.json").read_text())
+    cfg = json.loads((src / "config.json").read_text())
+    faces = pd.concat(
+        [pd.read_parquet(p) for p in sorted((src / "people").glob("*.parquet"))],
+        ignore_index=True,
+    )
+    clean = faces[faces["variant"] == 0]
+    if recognizer is None:
+        from face_iqa.faces.recognizer import DlibRecognizer
+
+        recognizer = DlibRecognizer()
+    (out / "crops").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, r in enumerate(clean.itertuples(index=False)):
+        crop = cv2.cvtColor(cv2.imread(str(src / r.path)), cv2.COLOR_BGR2RGB)
+        try:
+            shape = recognizer.chip_shape(crop)
+        except RuntimeError:
+            continue
+        rng = np.random.default_rng([seed, int(r.face_id)])
+        for v in range(copies):
+            spec = sample_degradation(rng, p_clean=0.0, max_components=1, kinds=(kind,))
+            img = apply_degradation(crop, spec)
+            rel = f"crops/{int(r.face_id):07d}_{100 + v:03d}.png"
+            cv2.imwrite(str(out / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            rows.append(
+                {
+                    "identity": r.identity,
+                    "set": r.set,
+                    "source": r.source,
+                    "face_id": int(r.face_id),
+                    "face_size": float(r.face_size),
+                    "path": rel,
+                    "variant": 100 + v,
+                    "degradation": describe(spec),
+                    "descriptor": recognizer.descriptor(img, shape).astype(np.float32),
+                }
+            )
+        if (n + 1) % 500 == 0:
+            log(f"photo copies ({kind}): {n + 1} of {len(clean)} faces")
+    made = pd.DataFrame(rows)
+    both, _ = label_photo_faces(
+        pd.concat([clean, made], ignore_index=True),
+        cfg["fmr"],
+        cfg["softness"],
+        threshold=info["threshold"],
+    )
+    table = both[both["variant"] >= 100].drop(columns=["descriptor"])
+    table = table[np.isfinite(table["score"])].reset_index(drop=True)
+    table["split"] = ""
+    tmp = path.with_suffix(".tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    spec_file.write_text(spec_json)
+    log(
+        f"photo copies ({kind}): {len(table)} of {len(clean)} faces' copies; median label "
+        f"{table['score'].median():.1f} (the undamaged {info['median_score']:.1f})"
     )
     return path
