@@ -86,3 +86,56 @@ def test_ladder_jitter_moves_the_alignment_only_when_asked(detector):
     assert all(np.array_equal(still[0], c) for c in still[1:])
     assert np.array_equal(moved[0], still[0])
     assert all(np.abs(c.astype(float) - moved[0]).mean() > 1.0 for c in moved[1:])
+
+
+class _BrightnessRecognizer:
+    """A stand-in recogniser: each person's descriptor is a fixed point, moved along one
+    axis by how much darker than grey 128 the crop is (``drift`` per grey level). Faces come
+    in the order of ``people``: each ``chip_shape`` call starts the next one."""
+
+    def __init__(self, centres, people, drift):
+        self.centres, self.people, self.drift, self.who = centres, iter(people), drift, None
+
+    def chip_shape(self, crop):
+        self.who = next(self.people)
+
+    def descriptor(self, crop, shape):
+        d = self.centres[self.who].copy()
+        d[0] += self.drift * max(0.0, 128.0 - float(crop.mean()))
+        return d
+
+
+def test_low_light_labels_follow_the_recogniser_not_the_light(tmp_path):
+    """bench.low_light: every face gets its copies, darker the stronger; their labels fall
+    with severity when the recogniser's descriptor drifts with the light, and stay where they
+    were when it does not."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from bench.low_light import low_light_set
+    from face_iqa.faces.align import face_template
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(4):
+        for k in range(3):
+            path = tmp_path / f"p{p}_{k}.png"
+            cv2.imwrite(str(path), rng.integers(120, 220, (300, 300, 3), dtype=np.uint8))
+            lm = face_template(224) + 38.0
+            rows.append({"path": str(path), "identity": f"p{p}", "landmarks": list(lm)})
+    faces = pd.DataFrame(rows)
+    centres = {f"p{p}": rng.normal(0, 0.05, 128) for p in range(4)}  # ~0.8 apart
+
+    def run(drift):
+        rec = _BrightnessRecognizer(centres, faces["identity"], drift)
+        return low_light_set(faces, (0.5, 0.95), 1e-3, 0, rec)
+
+    table, crops = run(0.02)
+    assert len(table) == len(crops) == 3 * len(faces)
+    grey = [crops[(table["severity"] == s).to_numpy()].mean() for s in (0.0, 0.5, 0.95)]
+    assert grey[0] > grey[1] > grey[2], grey
+    by = table.groupby("severity")["label"].mean()
+    assert by[0.0] > 90 and by[0.95] < 50 and by[0.5] <= by[0.0], by
+    still, _ = run(0.0)
+    assert (still["label"] > 90).all()
