@@ -55,7 +55,7 @@ from face_iqa.learn.degrade import (
     describe,
     sample_degradation,
 )
-from face_iqa.learn.synthetic import face_region, render_at_scale
+from face_iqa.learn.synthetic import face_region, render_at_scale, write_parquet_atomic
 
 __all__ = [
     "PHOTO_FACE_ID_OFFSET",
@@ -280,9 +280,7 @@ def build_photo_set(
                 out,
                 PHOTO_FACE_ID_OFFSET + 1000 * k,
             )
-            tmp = part.with_suffix(".tmp")
-            g.to_parquet(tmp, index=False)
-            tmp.replace(part)
+            write_parquet_atomic(g, part)
             if (k + 1) % 10 == 0:
                 log(f"photos: {k + 1} of {len(people)} people described")
         parts.append(pd.read_parquet(part))
@@ -290,9 +288,7 @@ def build_photo_set(
     faces, t = label_photo_faces(faces, cfg.fmr, cfg.softness)
     faces = faces[np.isfinite(faces["score"])].drop(columns=["descriptor"])
     faces["split"] = ""
-    tmp = labels_path.with_suffix(".tmp")
-    faces.to_parquet(tmp, index=False)
-    tmp.replace(labels_path)
+    write_parquet_atomic(faces, labels_path)
     clean = faces[faces["variant"] == 0]
     info = {
         "threshold": t,
@@ -403,9 +399,7 @@ def build_photo_ladders(
         if (n + 1) % 100 == 0:
             log(f"photo ladders: {n + 1} of {len(faces)} faces")
     table = pd.DataFrame(rows)
-    tmp = path.with_suffix(".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_parquet_atomic(table, path)
     spec_file.write_text(spec)
     log(
         f"photo ladders: {table['face_id'].nunique() if len(table) else 0} faces, {len(table)} crops"
@@ -492,9 +486,7 @@ def build_photo_copies(
     table = both[both["variant"] >= 100].drop(columns=["descriptor"])
     table = table[np.isfinite(table["score"])].reset_index(drop=True)
     table["split"] = ""
-    tmp = path.with_suffix(".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_parquet_atomic(table, path)
     spec_file.write_text(spec_json)
     log(
         f"photo copies ({kind}): {len(table)} of {len(clean)} faces' copies; median label "

@@ -47,6 +47,7 @@ __all__ = [
     "render_at_scale",
     "resolution_curve",
     "resolution_distance",
+    "write_parquet_atomic",
 ]
 
 
@@ -310,13 +311,13 @@ def build_synthetic_set(
             log(f"labelled {fi + 1}/{len(faces)} faces")
     table = pd.DataFrame(rows)
     if cfg.ladder_rungs > 0:
-        _to_parquet_atomic(_ladders(cfg, faces, ident, out, log), out / "ladders.parquet")
-    _to_parquet_atomic(table, labels_path)
+        write_parquet_atomic(_ladders(cfg, faces, ident, out, log), out / "ladders.parquet")
+    write_parquet_atomic(table, labels_path)
     (out / "config.json").write_text(cfg_json)
     return labels_path
 
 
-def _to_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
     """Write then rename, so that an interrupted build never leaves a half-written table."""
     tmp = path.with_suffix(".tmp")
     df.to_parquet(tmp, index=False)
