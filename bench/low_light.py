@@ -25,10 +25,10 @@ def low_light_set(
     """``(table, crops)``: one row per face and severity (0 = the face as it is) with its
     ``label``; the faces the recogniser finds no shape on are left out."""
     from face_iqa.faces.align import align_face
-    from face_iqa.faces.photo_sets import impostor_threshold, pad_tight
+    from face_iqa.faces.photo_sets import pad_tight
     from face_iqa.images import load_image
     from face_iqa.learn.degrade import apply_degradation
-    from face_iqa.learn.photos import match_share
+    from face_iqa.learn.photos import label_photo_faces
 
     rng = np.random.default_rng(seed)
     rows, crops = [], []
@@ -39,7 +39,7 @@ def low_light_set(
             shape = recognizer.chip_shape(crop)
         except RuntimeError:
             continue
-        for s in (0.0, *severities):
+        for v, s in enumerate((0.0, *severities)):
             spec = {
                 "components": [{"kind": "low_light", "severity": s}] if s else [],
                 "seed": int(rng.integers(0, 2**31 - 1)),
@@ -47,27 +47,18 @@ def low_light_set(
             img_s = apply_degradation(crop, spec)
             rows.append(
                 {
-                    "face": n,
+                    "face_id": n,
                     "identity": r.identity,
+                    "variant": v,
                     "severity": s,
                     "descriptor": recognizer.descriptor(img_s, shape),
                 }
             )
             crops.append(img_s)
-    t = pd.DataFrame(rows)
-    clean = t[t["severity"] == 0]
-    thr = impostor_threshold(
-        np.stack(clean["descriptor"].to_numpy()), clean["identity"].to_numpy(), fmr
+    both, _ = label_photo_faces(pd.DataFrame(rows), fmr, softness=0.05)
+    t = both.drop(columns=["descriptor", "match", "variant"]).rename(
+        columns={"face_id": "face", "score": "label"}
     )
-    by_person = {
-        p: (g["face"].to_numpy(), np.stack(g["descriptor"].to_numpy()))
-        for p, g in clean.groupby("identity")
-    }
-    labels = []
-    for r in t.itertuples(index=False):
-        ids, d = by_person[r.identity]
-        labels.append(100 * match_share(r.descriptor, d[ids != r.face], thr, 0.05))
-    t = t.drop(columns=["descriptor"]).assign(label=labels)
     keep = np.isfinite(t["label"]).to_numpy()  # people with one face have no partner
     return t[keep].reset_index(drop=True), np.stack(crops)[keep]
 

@@ -450,7 +450,7 @@ def build_photo_copies(
     (out / "crops").mkdir(parents=True, exist_ok=True)
     rows = []
     for n, r in enumerate(clean.itertuples(index=False)):
-        crop = cv2.cvtColor(cv2.imread(str(src / r.path)), cv2.COLOR_BGR2RGB)
+        crop = load_image(src / r.path)
         try:
             shape = recognizer.chip_shape(crop)
         except RuntimeError:
